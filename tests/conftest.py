@@ -52,7 +52,8 @@ def synthetic_ratings(spark):
         n = 1 + (user * 37) % 60
         movies = rng.sample(range(1, 201), n)
         for i, movie in enumerate(movies):
-            rows.append((user, movie, rng.choice([0.5 * k for k in range(1, 11)]), 1_000_000 + user * 1000 + i))
+            rating = rng.choice([0.5 * k for k in range(1, 11)])
+            rows.append((user, movie, rating, 1_000_000 + user * 1000 + i))
     from recsys.data.movielens import spark_schema
 
     return spark.createDataFrame(rows, spark_schema("ratings")).cache()

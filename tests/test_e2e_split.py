@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.e2e import mlflow_run, runs
+
 pytestmark = pytest.mark.e2e
-
-
-def mlflow_run(entry: str, tracking_uri: str, *params: str, timeout=600):
-    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri,
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local"]
-    for p in params:
-        cmd += ["-P", p]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _runs(tracking_uri):
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name("Default")
-    return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
 
 
 def test_split_entry_point(tmp_path):
@@ -35,9 +14,9 @@ def test_split_entry_point(tmp_path):
     split_dir = tmp_path / "split"
     done = mlflow_run("split", uri, f"split_dir={split_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
-    client, runs = _runs(uri)
-    assert len(runs) == 1
-    run = runs[0]
+    client, found = runs(uri)
+    assert len(found) == 1
+    run = found[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["strategy"] == "random"
     assert run.data.params["fractions"] == "0.8,0.1,0.1"
@@ -56,8 +35,8 @@ def test_split_entry_point(tmp_path):
     failed = mlflow_run("split", uri, f"split_dir={bad_dir}", "fractions=0.8,0.3,0.1")
     assert failed.returncode != 0
     assert "must sum to 1" in failed.stderr
-    _, runs = _runs(uri)
-    last = runs[-1]
+    _, found = runs(uri)
+    last = found[-1]
     assert last.info.status == "FAILED"
     assert "must sum to 1" in last.data.tags["recsys.error"]
     assert not bad_dir.exists()

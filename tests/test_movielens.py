@@ -10,7 +10,8 @@ import pytest
 from recsys.data.movielens import load_movielens, spark_schema
 from recsys.errors import DataValidationError
 
-MOVIES = "movieId,title,genres\n1,Toy Story (1995),Comedy\n2,Heat (1995),Action\n3,\"Rock, The (1996)\",Action\n"
+MOVIES = ("movieId,title,genres\n1,Toy Story (1995),Comedy\n2,Heat (1995),Action\n"
+          "3,\"Rock, The (1996)\",Action\n")
 RATINGS = "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.5,101\n2,1,5.0,102\n2,3,0.5,103\n"
 
 

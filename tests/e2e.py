@@ -1,0 +1,30 @@
+"""Helpers for end-to-end tests that run `mlflow run . -e <entry> --env-manager local`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mlflow_run(entry: str, tracking_uri: str, *params: str, timeout: int = 900, env: dict | None = None):
+    """Run an entry point in a subprocess; returns the CompletedProcess (text output)."""
+    full_env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri,
+                    PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    full_env.update(env or {})
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local"]
+    for p in params:
+        cmd += ["-P", p]
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def runs(tracking_uri: str, experiment: str = "Default"):
+    """(client, runs of the experiment, oldest first)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
