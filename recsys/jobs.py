@@ -32,6 +32,32 @@ def data_source(data: str | None) -> str | None:
     return None if not data or data == BUNDLED else data
 
 
+def check_tracking_server(timeout: float = 10.0) -> None:
+    """Fail within ``timeout`` seconds, naming the URI, when an HTTP tracking server is down.
+
+    Without this, MLflow's client retries with back-off for minutes before giving up.
+    """
+    import urllib.error
+    import urllib.request
+
+    import mlflow
+
+    from recsys.errors import RecsysError
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # the server answered (e.g. 401/404 behind a proxy): it is up
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise RecsysError(
+            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {reason}; "
+            "start it or point MLFLOW_TRACKING_URI at a running server") from err
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: dict | None = None, run_name=None):
     """Start (or, under ``mlflow run``, resume) a run; record any error before re-raising.
@@ -41,6 +67,8 @@ def stage_run(stage: str, params: dict | None = None, run_name=None):
     import mlflow
 
     nested = mlflow.active_run() is not None
+    if not nested:
+        check_tracking_server()
     resumed = not nested and bool(os.environ.get("MLFLOW_RUN_ID"))
     with mlflow.start_run(run_name=None if resumed else (run_name or stage),
                           nested=nested) as run:

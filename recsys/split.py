@@ -197,6 +197,12 @@ def make_split(spark, ratings, config: SplitConfig, split_dir: str, *, source: s
             "(no manifest.json); choose another split_dir or pass --overwrite")
 
     tmp = f"{split_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        fs.mkdirs(spark, tmp)
+    except Exception as err:  # OSError locally, a Py4J error from Hadoop file systems
+        raise RecsysError(f"split_dir {split_dir} is not writable: cannot create {tmp} "
+                          f"({str(err).splitlines()[0][:300]})") from err
+    fs.delete(spark, tmp)
     assigned = assign_parts(ratings, config).persist()
     try:
         total = assigned.count()
