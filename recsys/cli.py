@@ -26,7 +26,10 @@ def _spark_error_message(err: BaseException) -> str | None:
     if name in ("Py4JJavaError",) or type(err).__module__.startswith("pyspark"):
         text = str(err).strip().splitlines()
         first = next((ln for ln in text if "Exception" in ln or "Error" in ln), text[0] if text else name)
-        return f"Spark failed: {first.strip()[:500]}"
+        # The deepest "Caused by" is what a user can act on (disk full, permission denied, ...).
+        causes = [ln.strip()[len("Caused by: "):] for ln in text if ln.strip().startswith("Caused by: ")]
+        cause = f" (root cause: {causes[-1][:300]})" if causes else ""
+        return f"Spark failed: {first.strip().lstrip(': ')[:400]}{cause}"
     return None
 
 

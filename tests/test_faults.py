@@ -73,3 +73,23 @@ def test_unreachable_tracking_server_fails_fast(tmp_path, entry):
     assert done.returncode == 1
     assert f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable" in done.stderr
     assert time.time() - start < 60
+
+
+def test_disk_full_is_a_clear_error(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "recsys", "split", "--split-dir", str(small / "split")],
+            cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 1
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: Spark failed:")
+        assert "No space left on device" in last
+        assert os.listdir(small) == []  # the temporary split was removed
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
