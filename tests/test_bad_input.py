@@ -1,0 +1,107 @@
+"""Bad input, tried, across entry points. Every case must give: a one-line message naming the
+problem, exit status 1, the MLflow run FAILED with the error recorded, and no output left behind.
+
+The commands run in-process through click (sharing the session's SparkSession) to keep the
+suite fast; tests/test_e2e_*.py cover the same path under `mlflow run`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recsys.cli import main as cli
+
+RATINGS = "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.5,101\n2,1,5.0,102\n2,3,0.5,103\n"
+MOVIES = "movieId,title,genres\n1,A (1995),Comedy\n2,B (1995),Action\n3,C (1996),Drama\n"
+
+
+def _release(root: Path, ratings=RATINGS, movies: str | bytes = MOVIES) -> str:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "ratings.csv").write_text(ratings) if isinstance(ratings, str) else \
+        (root / "ratings.csv").write_bytes(ratings)
+    (root / "movies.csv").write_text(movies) if isinstance(movies, str) else \
+        (root / "movies.csv").write_bytes(movies)
+    return str(root)
+
+
+def _zip(root: Path, members: dict[str, str], truncate: bool = False) -> str:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "release.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    if truncate:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def _flipped(root: Path) -> str:
+    body = bytearray(RATINGS.encode())
+    body[RATINGS.index("3.5")] ^= 0x40  # '3' -> 's': one flipped bit in a rating
+    return _release(root, ratings=bytes(body))
+
+
+# id -> (data builder or None, extra argv, fragment expected in the message)
+SPLIT_CASES = {
+    "missing_path": (lambda d: str(d / "nope.zip"), [], "does not exist"),
+    "zip_wrong_layout": (lambda d: _zip(d, {"x/readme.txt": "hi"}), [], "no ratings.csv in the zip"),
+    "truncated_zip": (lambda d: _zip(d, {"ml/ratings.csv": RATINGS * 50, "ml/movies.csv": MOVIES},
+                                     truncate=True), [], "not a readable zip"),
+    "wrong_header": (lambda d: _release(d, "user,movie,rating,timestamp\n1,1,4.0,1\n"), [],
+                     "missing column(s): userId, movieId"),
+    "extra_column": (lambda d: _release(d, "userId,movieId,rating,timestamp,x\n1,1,4.0,1,2\n"), [],
+                     "unexpected column(s): x"),
+    "missing_column": (lambda d: _release(d, "userId,movieId,rating\n1,1,4.0\n"), [],
+                       "missing column(s): timestamp"),
+    "non_numeric": (lambda d: _release(d, RATINGS + "x1,1,4.0,1\n"), [], "column userId is not numeric"),
+    "rating_out_of_range": (lambda d: _release(d, RATINGS + "3,1,6.0,1\n"), [],
+                            "column rating must be 0.5..5.0 in half steps"),
+    "rating_not_half_step": (lambda d: _release(d, RATINGS + "3,1,2.25,1\n"), [], "line 6: 3,1,2.25,1"),
+    "duplicate_pair": (lambda d: _release(d, RATINGS + "2,3,4.0,1\n"), [],
+                       "duplicate (userId, movieId) key(s)"),
+    "empty_file": (lambda d: _release(d, ""), [], "ratings.csv: the file is empty"),
+    "byte_flipped": (_flipped, [], "column rating is not numeric"),
+    "non_utf8_title": (lambda d: _release(d, movies=b"movieId,title,genres\n1,Am\xe9lie (2001),Drama\n"),
+                       [], "column title is not valid UTF-8"),
+    "negative_id": (lambda d: _release(d, RATINGS + "3,-7,4.0,1\n"), [], "movieId must be a positive id"),
+    "huge_id": (lambda d: _release(d, RATINGS + "3,4294967296,4.0,1\n"), [], "movieId is not numeric"),
+    "fractions_sum": (None, ["--fractions", "0.8,0.1,0.2"], "must sum to 1"),
+    "fractions_shape": (None, ["--fractions", "0.8,0.2"], "expected three numbers"),
+    "unknown_strategy": (None, ["--strategy", "by-genre"], "allowed: random, user, temporal"),
+    "negative_min_user_ratings": (None, ["--min-user-ratings", "-3"], "min_user_ratings=-3 must be >= 0"),
+}
+
+
+def _failed_run(tracking_uri: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("Default")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    assert runs, "no MLflow run was recorded"
+    return runs[0]
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+def test_split_bad_input(case, tmp_path, spark, monkeypatch):
+    build, argv, fragment = SPLIT_CASES[case]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = tmp_path / "split"
+    args = ["split", "--split-dir", str(out), *argv]
+    if build is not None:
+        args += ["--data", build(tmp_path / "data")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: ") and fragment in message, message
+    run = _failed_run(uri)
+    assert run.info.status == "FAILED"
+    assert fragment in run.data.tags["recsys.error"]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("split.")]
