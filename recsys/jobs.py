@@ -154,7 +154,7 @@ def log_split(spark, manifest: dict, split_dir: str, reused: bool) -> None:
             dataset = mlflow.data.from_spark(
                 loaded.part(part), path=fs.to_uri(fs.join(split_dir, part)), name=part,
                 digest=manifest["digests"][part].split("-", 1)[1][:16])
-        mlflow.log_input(dataset, context=part)
+            mlflow.log_input(dataset, context=part)
 
 
 def ensure_split(spark, data, split_dir):

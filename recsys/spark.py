@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable, Mapping
+from importlib import resources
 
 from recsys.errors import RecsysError
 
@@ -94,6 +95,9 @@ def get_spark(
     if resolved.startswith("local"):
         settings.update(_LOCAL_DEFAULT_CONF)
     settings.update(extra)
+    if "spark.driver.extraJavaOptions" not in settings:
+        log_conf = resources.files("recsys").joinpath("log4j2.properties")
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log_conf}"
 
     builder = SparkSession.builder.master(resolved).appName(app_name)
     for key, value in settings.items():
