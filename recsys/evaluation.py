@@ -1,0 +1,337 @@
+"""The evaluation protocol, implemented once and used for every model.
+
+- **Rating metrics** (:func:`rating_metrics`): RMSE and MAE over every held-out rating, with
+  Spark's ``RegressionEvaluator``. Rows the model cannot score (cold start: null or NaN
+  prediction) are scored by a :class:`BiasBaseline`; ``coverage`` is the share of held-out rows
+  the model scored itself. Only for models whose ``predicts_ratings`` is true.
+- **Ranking metrics** (:func:`ranking_metrics`): for each held-out user, the top ``k`` movies
+  they did not rate in training (:func:`recommend`); relevant = held-out movies rated at least
+  ``relevance_threshold``. Precision@K, Recall@K, NDCG@K and MAP@K come from Spark's
+  ``RankingEvaluator``, whose definitions (Spark's ``RankingMetrics``) are, per user with
+  predicted list ``p`` (at most ``k`` long) and relevant set ``R``:
+
+  - precision = ``|p ∩ R| / k`` (divided by ``k`` even when fewer than ``k`` were recommended);
+  - recall = ``|p ∩ R| / |R|`` (not capped at ``k``: a user with 20 relevant movies can reach
+    at most 0.5 at K=10);
+  - NDCG = binary-gain DCG of ``p`` over the ideal DCG of ``min(|R|, k)`` hits, gain
+    ``1 / log(rank + 1)``;
+  - MAP = sum of precision at each hit's rank over ``min(|R|, k)``.
+
+  Spark counts a user with an empty ``R`` as 0; here such users are left out of every average
+  and counted in ``n_users_no_relevant`` instead.
+
+Metric keys are the constants of :mod:`recsys.constants` (``RMSE``, ``PRECISION``, ...),
+unprefixed; jobs log them as ``val_<key>`` / ``test_<key>``. Nothing that grows with the data
+is collected to the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import reduce
+
+from recsys import fs
+from recsys.constants import (
+    COVERAGE,
+    DEFAULT_K,
+    DEFAULT_RELEVANCE_THRESHOLD,
+    ITEM_COL,
+    MAE,
+    MAP,
+    MAX_RATING,
+    MIN_RATING,
+    N_USERS,
+    N_USERS_NO_RELEVANT,
+    NDCG,
+    PRECISION,
+    PREDICTION_COL,
+    RATING_COL,
+    RECALL,
+    RMSE,
+    USER_COL,
+)
+from recsys.errors import RecsysError
+
+SCORE_COL = "score"
+RANK_COL = "rank"
+
+#: Damping of the bias baseline: a user's (movie's) offset is the sum of its residuals divided
+#: by ``n + damping``, so an offset from ``n`` ratings is shrunk by ``n / (n + damping)`` toward 0.
+#: With 5, one rating moves an offset a sixth of the way; 50 ratings, 91 %.
+DEFAULT_BIAS_DAMPING = 5.0
+
+#: Spark ``RankingEvaluator`` metric names behind our keys.
+_SPARK_RANKING = {PRECISION: "precisionAtK", RECALL: "recallAtK", NDCG: "ndcgAtK",
+                  MAP: "meanAveragePrecisionAtK"}
+
+#: :func:`recommend`: the smallest candidate slack, and the largest before ``score_all``.
+DEFAULT_MIN_SLACK = 16
+DEFAULT_MAX_SLACK = 4096
+
+
+def check_eval_params(k, relevance_threshold) -> tuple[int, float]:
+    """Validate ``k`` and ``relevance_threshold``; returns them typed. RecsysError otherwise."""
+    try:
+        k_int = int(k)
+    except (TypeError, ValueError) as err:
+        raise RecsysError(f"k={k!r} must be a positive integer, e.g. 10") from err
+    if k_int != float(k) or k_int < 1:
+        raise RecsysError(f"k={k!r} must be a positive integer, e.g. 10")
+    try:
+        thr = float(relevance_threshold)
+    except (TypeError, ValueError) as err:
+        raise RecsysError(f"relevance_threshold={relevance_threshold!r} must be a number in "
+                          f"[{MIN_RATING}, {MAX_RATING}]") from err
+    if not (MIN_RATING <= thr <= MAX_RATING):
+        raise RecsysError(f"relevance_threshold={relevance_threshold!r} must be in "
+                          f"[{MIN_RATING}, {MAX_RATING}] (ratings are on that scale)")
+    return k_int, thr
+
+
+# ---------------------------------------------------------------- bias baseline
+
+
+class BiasBaseline:
+    """Global mean plus damped movie and user offsets: the RMSE baseline and cold-start fallback.
+
+    ``prediction = mu + b_user + b_movie``, clipped to the rating scale, where (``d`` = damping)
+
+    - ``mu`` = mean training rating;
+    - ``b_movie = sum(r - mu) / (n_movie + d)`` over the movie's training ratings;
+    - ``b_user = sum(r - mu - b_movie) / (n_user + d)`` over the user's training ratings.
+
+    An unknown user or movie has offset 0, so :meth:`predict` never returns null. The offset
+    tables have one row per user / movie (cached; they are what :meth:`save` writes).
+    """
+
+    name = "bias"
+
+    def __init__(self, damping: float = DEFAULT_BIAS_DAMPING):
+        try:
+            d = float(damping)
+        except (TypeError, ValueError) as err:
+            raise RecsysError(f"bias damping={damping!r} must be a number >= 0") from err
+        if not math.isfinite(d) or d < 0:
+            raise RecsysError(f"bias damping={damping!r} must be a finite number >= 0")
+        self.damping = d
+        self.global_mean: float | None = None
+        self.user_bias = None  # DataFrame[userId, user_bias]
+        self.item_bias = None  # DataFrame[movieId, item_bias]
+
+    def fit(self, train) -> BiasBaseline:
+        from pyspark.sql import functions as F
+
+        mu = train.agg(F.avg(RATING_COL)).first()[0]
+        if mu is None:
+            raise RecsysError("bias baseline: the training ratings are empty")
+        mu = float(mu)
+        d = F.lit(self.damping)
+        item = (train.groupBy(ITEM_COL)
+                .agg((F.sum(F.col(RATING_COL) - mu) / (F.count(F.lit(1)) + d)).alias("item_bias")))
+        user = (train.join(item, ITEM_COL)
+                .groupBy(USER_COL)
+                .agg((F.sum(F.col(RATING_COL) - mu - F.col("item_bias")) / (F.count(F.lit(1)) + d))
+                     .alias("user_bias")))
+        self.global_mean, self.item_bias, self.user_bias = mu, item.cache(), user.cache()
+        return self
+
+    def _check_fitted(self):
+        if self.global_mean is None:
+            raise RecsysError("bias baseline is not fitted: call fit(train) or load(spark, path) first")
+
+    def predict(self, pairs):
+        """``pairs`` with ``userId, movieId`` (other columns kept) -> plus ``prediction`` (double)."""
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        out = pairs.join(self.item_bias, ITEM_COL, "left").join(self.user_bias, USER_COL, "left")
+        raw = (F.lit(self.global_mean) + F.coalesce(F.col("user_bias"), F.lit(0.0))
+               + F.coalesce(F.col("item_bias"), F.lit(0.0)))
+        pred = F.least(F.greatest(raw, F.lit(MIN_RATING)), F.lit(MAX_RATING)).cast("double")
+        return out.withColumn(PREDICTION_COL, pred).drop("user_bias", "item_bias")
+
+    def save(self, path: str) -> None:
+        """Write ``path/users``, ``path/movies`` (Parquet) and ``path/bias.json`` (mean, damping)."""
+        self._check_fitted()
+        spark = self.item_bias.sparkSession
+        if fs.exists(spark, path):
+            raise RecsysError(f"bias baseline: {path} already exists; give a new directory")
+        self.user_bias.write.parquet(fs.to_uri(fs.join(path, "users")))
+        self.item_bias.write.parquet(fs.to_uri(fs.join(path, "movies")))
+        # written last: its presence marks a complete save
+        fs.write_text(spark, fs.join(path, "bias.json"), json.dumps(
+            {"global_mean": self.global_mean, "damping": self.damping, "format": 1}))
+
+    @classmethod
+    def load(cls, spark, path: str) -> BiasBaseline:
+        meta_path = fs.join(path, "bias.json")
+        if not fs.exists(spark, meta_path):
+            raise RecsysError(f"bias baseline: {path} has no bias.json (not a saved BiasBaseline)")
+        meta = json.loads(fs.read_text(spark, meta_path))
+        model = cls(damping=meta["damping"])
+        model.global_mean = float(meta["global_mean"])
+        model.user_bias = spark.read.parquet(fs.to_uri(fs.join(path, "users")))
+        model.item_bias = spark.read.parquet(fs.to_uri(fs.join(path, "movies")))
+        return model
+
+
+# ---------------------------------------------------------------- top-K with seen removed
+
+
+def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAULT_MIN_SLACK,
+              max_slack: int = DEFAULT_MAX_SLACK, progress=None):
+    """Top ``k`` movies per user among those the user did not rate in ``train``.
+
+    ``users``: DataFrame with ``userId`` (duplicates ignored). Returns a lazy
+    ``DataFrame[userId, movieId, score, rank]`` (rank 1..k; fewer rows when the model cannot
+    score ``k`` unseen movies). Ties: score descending, then movieId ascending.
+
+    How: a user who rated ``s`` movies loses at most ``s`` of the model's top ``k + s``, so
+    asking ``model.top_n`` for ``k + slack`` with ``slack >= s`` and removing seen movies is
+    exact. Users are grouped by ``slack`` = ``s`` rounded up to a power of two (at least
+    ``min_slack``), one ``top_n`` call per group (about log2(max s) calls). Users whose slack
+    would exceed ``max_slack`` (the few heaviest raters) are scored with
+    ``model.score_all`` instead, and their seen movies removed from that.
+
+    Cost: candidate rows are at most ``sum over users of (k + 2 * max(s, min_slack))``, i.e.
+    ``O(k * users + ratings of those users)``, plus ``heavy users x movies`` rows for the
+    ``score_all`` group; then one anti-join with the users' training ratings and one window
+    sort per user. No users x all-movies cross join is materialised for ordinary users (how
+    the model finds its top n, e.g. ALS's blocked cross product, is the model's business).
+    Only the distinct slack values (a few dozen numbers) reach the driver.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    k, _ = check_eval_params(k, DEFAULT_RELEVANCE_THRESHOLD)
+    say = progress or (lambda _m: None)
+    users = users.select(USER_COL).distinct()
+    seen = train.select(USER_COL, ITEM_COL).join(users, USER_COL, "left_semi")
+    counts = users.join(seen.groupBy(USER_COL).agg(F.count(F.lit(1)).alias("_seen")), USER_COL, "left")
+    s = F.coalesce(F.col("_seen"), F.lit(0))
+    pow2 = F.pow(F.lit(2.0), F.ceil(F.log2(s))).cast("long")  # null for s = 0
+    pow2 = F.when(pow2 < s, pow2 * 2).otherwise(pow2)  # guard against log2 rounding down
+    slack = F.greatest(F.lit(int(min_slack)), pow2)
+    counts = counts.withColumn("_slack", slack).select(USER_COL, "_slack").cache()
+    tiers = sorted(int(r[0]) for r in counts.select("_slack").distinct().collect())
+
+    parts = []
+    light = [t for t in tiers if t <= max_slack]
+    for t in light:
+        parts.append(model.top_n(counts.filter(F.col("_slack") == t).select(USER_COL), k + t)
+                     .select(USER_COL, ITEM_COL, SCORE_COL))
+    if len(light) < len(tiers):
+        heavy = counts.filter(F.col("_slack") > max_slack).select(USER_COL)
+        parts.append(model.score_all(heavy).select(USER_COL, ITEM_COL, SCORE_COL))
+    say(f"[recommend] top-{k}: {len(light)} top_n group(s) (slack {light[:1]}..{light[-1:]}), "
+        f"score_all for users with > {max_slack} ratings: {'yes' if len(light) < len(tiers) else 'no'}")
+    if not parts:
+        spark = users.sparkSession
+        schema = T.StructType([T.StructField(USER_COL, T.IntegerType()),
+                               T.StructField(ITEM_COL, T.IntegerType()),
+                               T.StructField(SCORE_COL, T.DoubleType()),
+                               T.StructField(RANK_COL, T.IntegerType())])
+        return spark.createDataFrame([], schema)
+
+    candidates = reduce(lambda a, b: a.unionByName(b), parts)
+    unseen = candidates.join(seen, [USER_COL, ITEM_COL], "left_anti")
+    order = Window.partitionBy(USER_COL).orderBy(F.col(SCORE_COL).desc(), F.col(ITEM_COL).asc())
+    return (unseen.withColumn(RANK_COL, F.row_number().over(order))
+            .filter(F.col(RANK_COL) <= k)
+            .select(USER_COL, ITEM_COL, F.col(SCORE_COL).cast("double").alias(SCORE_COL), RANK_COL))
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def rating_metrics(pred_df, *, label_col: str = RATING_COL,
+                   prediction_col: str = PREDICTION_COL) -> dict[str, float]:
+    """``{rmse, mae}`` of ``prediction_col`` against ``label_col`` (no null predictions allowed)."""
+    from pyspark.ml.evaluation import RegressionEvaluator
+
+    out = {}
+    for key in (RMSE, MAE):
+        ev = RegressionEvaluator(metricName=key, labelCol=label_col, predictionCol=prediction_col)
+        out[key] = float(ev.evaluate(pred_df))
+    return out
+
+
+def ranking_metrics(recs, heldout, k: int = DEFAULT_K,
+                    threshold: float = DEFAULT_RELEVANCE_THRESHOLD) -> dict[str, float]:
+    """Precision/Recall/NDCG/MAP@k of ``recs`` (``userId, movieId, rank``) against ``heldout``.
+
+    Relevant = held-out movies rated >= ``threshold``. Averages are over held-out users with at
+    least one relevant movie (``n_users_evaluated``; a user with no recommendation scores 0);
+    held-out users without one are counted in ``n_users_no_relevant``. Metrics are NaN when no
+    user is evaluated.
+    """
+    from pyspark.ml.evaluation import RankingEvaluator
+    from pyspark.sql import functions as F
+
+    k, threshold = check_eval_params(k, threshold)
+    truth = (heldout.filter(F.col(RATING_COL) >= threshold)
+             .groupBy(USER_COL)
+             .agg(F.collect_set(F.col(ITEM_COL).cast("double")).alias("label")))
+    ranked = (recs.filter(F.col(RANK_COL) <= k)
+              .groupBy(USER_COL)
+              .agg(F.sort_array(F.collect_list(F.struct(RANK_COL, ITEM_COL))).alias("_r"))
+              .select(USER_COL, F.transform("_r", lambda r: r[ITEM_COL].cast("double")).alias("pred")))
+    empty = F.array().cast("array<double>")
+    data = (truth.join(ranked, USER_COL, "left")
+            .select(F.coalesce(F.col("pred"), empty).alias("prediction"), "label")
+            .cache())
+    try:
+        n_eval = data.count()
+        n_heldout = heldout.select(USER_COL).distinct().count()
+        out = {N_USERS: float(n_eval), N_USERS_NO_RELEVANT: float(n_heldout - n_eval)}
+        for key, spark_name in _SPARK_RANKING.items():
+            if n_eval == 0:
+                out[key] = float("nan")
+                continue
+            ev = RankingEvaluator(metricName=spark_name, k=k, predictionCol="prediction",
+                                  labelCol="label")
+            out[key] = float(ev.evaluate(data))
+        return out
+    finally:
+        data.unpersist()
+
+
+def evaluate(model, train, heldout, *, k: int = DEFAULT_K,
+             relevance_threshold: float = DEFAULT_RELEVANCE_THRESHOLD,
+             fallback: BiasBaseline | None = None, progress=None) -> dict[str, float]:
+    """Judge a fitted ``model`` (a :class:`recsys.models.base.Recommender`) on ``heldout``.
+
+    Returns unprefixed keys: ``rmse``, ``mae``, ``coverage`` (only when
+    ``model.predicts_ratings``; rows the model leaves null/NaN are scored by ``fallback``, a
+    :class:`BiasBaseline` fitted on ``train`` when None), then ``precision_at_k``,
+    ``recall_at_k``, ``ndcg_at_k``, ``map_at_k``, ``n_users_evaluated``, ``n_users_no_relevant``.
+    Recommendations are computed only for held-out users with a relevant movie.
+    """
+    from pyspark.sql import functions as F
+
+    k, relevance_threshold = check_eval_params(k, relevance_threshold)
+    say = progress or (lambda _m: None)
+    metrics: dict[str, float] = {}
+    if getattr(model, "predicts_ratings", False):
+        fb = fallback if fallback is not None else BiasBaseline().fit(train)
+        own = (model.predict(heldout.select(USER_COL, ITEM_COL, RATING_COL))
+               .withColumnRenamed(PREDICTION_COL, "_own"))
+        covered = F.col("_own").isNotNull() & ~F.isnan(F.col("_own"))
+        scored = (fb.predict(own)
+                  .withColumn("_covered", covered)
+                  .withColumn(PREDICTION_COL, F.when(F.col("_covered"), F.col("_own"))
+                              .otherwise(F.col(PREDICTION_COL)).cast("double"))
+                  .cache())
+        try:
+            metrics.update(rating_metrics(scored))
+            metrics[COVERAGE] = float(scored.agg(F.avg(F.col("_covered").cast("double"))).first()[0])
+        finally:
+            scored.unpersist()
+        say(f"[evaluate] rmse {metrics[RMSE]:.4f}, coverage {metrics[COVERAGE]:.4f}")
+    users = heldout.filter(F.col(RATING_COL) >= relevance_threshold).select(USER_COL).distinct()
+    recs = recommend(model, users, train, k, progress=progress)
+    metrics.update(ranking_metrics(recs, heldout, k, relevance_threshold))
+    say(f"[evaluate] precision@{k} {metrics[PRECISION]:.4f} over {int(metrics[N_USERS])} users")
+    return metrics
