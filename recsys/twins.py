@@ -1,0 +1,570 @@
+"""Customer segmentation: "movie twins", the most similar pairs of users by what they watched.
+
+A user's watching style is the *set* of movies they rated (ratings ignored). Users with fewer
+than ``min_ratings`` movies are left out. :func:`find_twins` returns the top ``n_pairs``
+distinct unordered user pairs ``userA < userB`` ranked by their **exact** Jaccard similarity
+(ties: Jaccard descending, then ``userA``, then ``userB`` ascending), and
+:func:`validate_twins` compares the Pearson correlation of the twins' ratings on co-rated movies
+with that of uniformly random user pairs.
+
+Methods (``TwinsConfig.method``):
+
+``banded`` (default)
+    Spark MLlib's ``MinHashLSH`` gives each user ``n_hashes`` MinHash values. The signature is cut
+    into ``b`` bands of ``r`` rows (Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*,
+    ch. 3.4): two users become a candidate pair when all ``r`` values of at least one band agree,
+    which happens with probability ``1 - (1 - s**r)**b`` for Jaccard ``s``; the S-curve's
+    threshold is about ``(1/b)**(1/r)``. :func:`choose_bands` takes the largest ``r`` (fewest
+    false candidates) for which a pair of Jaccard ``target_similarity`` is still a candidate with
+    probability >= 0.99 (``n_hashes=128, target_similarity=0.5`` -> 42 bands x 3 rows, threshold
+    0.29). Band keys are hashed and self-joined in Spark. A bucket (band, key) with more than
+    ``bucket_cap`` users is **split** into sub-buckets of at most ``bucket_cap`` users, by a
+    seeded per-band random order: no task ever builds more than ``bucket_cap**2 / 2`` pairs for
+    one sub-bucket, and a pair split apart in one band usually meets again in another (true twins
+    share most bands). Candidates are then scored by their exact Jaccard.
+``approx_join``
+    Spark's ``approxSimilarityJoin`` with ``numHashTables = n_hashes`` and a distance threshold of
+    1 (every colliding pair that shares a movie is kept and scored), for comparison: it ORs
+    single hashes, so its candidate set grows with popular movies and heavy users.
+``exact``
+    Every pair sharing at least one movie, by a self-join of ratings on the movie: the true top
+    ``n_pairs``. Its cost is ``sum over movies of raters**2 / 2`` (2.9 M rows on ml-latest-small,
+    ~10^12 on the full ml-latest): for small data and for measuring recall only.
+
+How cost grows (U users, R ratings, M movies, b bands, C candidate pairs, S mean set size):
+the sets are one shuffle of R; signatures cost ``R * n_hashes`` hash evaluations in the JVM
+(MinHashLSH's transform) and ``U * n_hashes`` stored values; banding explodes ``U * b`` rows,
+drops singleton buckets and self-joins the rest, producing at most ``(U * b) * bucket_cap / 2``
+pair rows and usually far fewer (pairs of dissimilar users collide rarely once ``r >= 3``);
+scoring joins the ``C`` distinct candidates with both users' sets (``C * S`` work and shuffle).
+The dense movie index and the random-pair user index are each one single-partition window over
+the distinct ids (M or U rows: 86 k / 331 k on ml-latest, a few MB). Nothing that grows with
+the data is collected: only the top ``n_pairs`` rows, the ``n_random`` sampled pairs and counts.
+
+The validation (:func:`validate_twins`) computes, in Spark, the Pearson correlation of each
+pair's ratings over their co-rated movies; pairs with fewer than ``min_common`` co-rated movies
+or with zero variance have no correlation and are counted, never averaged as 0. The summary
+statistics (mean, median, standard deviation, bootstrap 95 % interval, difference of means,
+permutation-test p-value) run in numpy on those <= ``n_pairs + n_random`` values.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from recsys.constants import DEFAULT_SEED, ITEM_COL, RATING_COL, USER_COL
+from recsys.errors import RecsysError
+
+METHODS = ("banded", "approx_join", "exact")
+#: Probability that a pair of Jaccard ``target_similarity`` becomes a candidate (banded method).
+HIT_PROBABILITY = 0.99
+#: MinHashLSH's hash values are below this prime (Spark's MinHashLSH.HASH_PRIME).
+_HASH_PRIME = 2038074743
+N_BOOTSTRAP = 10_000
+N_PERMUTATIONS = 10_000
+MAX_PAIRS = 10_000
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class TwinsConfig:
+    """Parameters of the twins stage; exactly these fields are logged as the run's params."""
+
+    min_ratings: int = 20
+    """Users who rated fewer movies are left out (>= 1; 20 keeps all of ml-latest-small)."""
+    n_pairs: int = 100
+    """How many top pairs to return (1..10000)."""
+    n_hashes: int = 128
+    """MinHash functions per user (MinHashLSH ``numHashTables``), 1..1024."""
+    method: str = "banded"
+    """``banded``, ``approx_join`` or ``exact`` (see the module docstring)."""
+    target_similarity: float = 0.5
+    """Banded: pairs at least this similar (Jaccard) are candidates with probability >= 0.99.
+    In (0, 1); bands and rows are derived from it and ``n_hashes``."""
+    bucket_cap: int = 500
+    """Banded: largest bucket self-joined as a whole; bigger ones are split (>= 2)."""
+    n_random: int = 100
+    """Random distinct user pairs to compare the twins with (0..10000; 0 = no comparison)."""
+    min_common: int = 2
+    """Fewest co-rated movies for a Pearson correlation to be defined (>= 2)."""
+    compare_exact: bool = False
+    """Also compute the exact top pairs and log the recall of the chosen method against them."""
+    seed: int = DEFAULT_SEED
+    """Seed of the MinHash functions, bucket splitting, random pairs, bootstrap, permutations."""
+
+    def __post_init__(self):
+        def integer(name, low, high=None):
+            value = getattr(self, name)
+            try:
+                number = int(value)
+                if isinstance(value, float | str) and float(value) != number:
+                    raise ValueError
+            except (TypeError, ValueError) as err:
+                raise RecsysError(f"{name}={value!r} must be an integer") from err
+            if number < low or (high is not None and number > high):
+                allowed = f">= {low}" if high is None else f"in {low}..{high}"
+                raise RecsysError(f"{name}={value!r} must be {allowed}")
+            object.__setattr__(self, name, number)
+
+        integer("min_ratings", 1)
+        integer("n_pairs", 1, MAX_PAIRS)
+        integer("n_hashes", 1, 1024)
+        integer("bucket_cap", 2)
+        integer("n_random", 0, MAX_PAIRS)
+        integer("min_common", 2)
+        integer("seed", -(2**31), 2**31 - 1)
+        if self.method not in METHODS:
+            raise RecsysError(f"method {self.method!r} is unknown; allowed: {', '.join(METHODS)}")
+        try:
+            target = float(self.target_similarity)
+        except (TypeError, ValueError) as err:
+            raise RecsysError(f"target_similarity={self.target_similarity!r} must be a number") from err
+        if not 0.0 < target < 1.0:
+            raise RecsysError(f"target_similarity={self.target_similarity!r} must be in (0, 1), e.g. 0.5")
+        object.__setattr__(self, "target_similarity", target)
+        flag = self.compare_exact
+        if isinstance(flag, str):
+            if flag.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise RecsysError(f"compare_exact={flag!r} must be true or false")
+            flag = flag.strip().lower() in ("true", "1", "yes")
+        object.__setattr__(self, "compare_exact", bool(flag))
+
+    def as_params(self) -> dict:
+        return {**asdict(self), "compare_exact": str(self.compare_exact).lower()}
+
+
+# ---------------------------------------------------------------- banding arithmetic
+
+
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """Probability that a pair of Jaccard ``similarity`` shares at least one band."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
+def choose_bands(n_hashes: int, target_similarity: float,
+                 hit_probability: float = HIT_PROBABILITY) -> tuple[int, int]:
+    """``(bands, rows)`` with ``bands * rows <= n_hashes``: the largest ``rows`` such that a pair
+    of Jaccard ``target_similarity`` is a candidate with at least ``hit_probability``; ``(n, 1)``
+    when none reaches it (then every hash is its own band, like ``approxSimilarityJoin``)."""
+    best = (n_hashes, 1)
+    for rows in range(1, n_hashes + 1):
+        bands = n_hashes // rows
+        if candidate_probability(target_similarity, bands, rows) >= hit_probability:
+            best = (bands, rows)
+    return best
+
+
+def band_threshold(bands: int, rows: int) -> float:
+    """Approximate Jaccard where the banding S-curve is steepest: ``(1/b)**(1/r)``."""
+    return (1.0 / bands) ** (1.0 / rows)
+
+
+# ---------------------------------------------------------------- sets and signatures
+
+
+@dataclass
+class UserSets:
+    """Users' movie sets. ``sets`` (persisted): (user, items array<int> of dense movie indices,
+    sorted, n_items); counts are plain ints."""
+
+    sets: object
+    n_movies: int
+    users_kept: int
+    users_left_out: int
+
+
+def user_sets(ratings, min_ratings: int, user_col: str = USER_COL, item_col: str = ITEM_COL) -> UserSets:
+    """Kept users' movie sets with movies re-indexed densely (0..n_movies-1) in Spark."""
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rated = ratings.select(F.col(user_col).alias("user"), F.col(item_col).alias("movie")).distinct()
+    counts = rated.groupBy("user").agg(F.count("*").alias("n_items"))
+    totals = counts.agg(F.count("*").alias("users"),
+                        F.sum(F.when(F.col("n_items") >= min_ratings, 1).otherwise(0)).alias("kept")).first()
+    users_total, users_kept = int(totals["users"] or 0), int(totals["kept"] or 0)
+    kept = rated.join(counts.filter(F.col("n_items") >= min_ratings).select("user"), "user")
+    # One single-partition pass over the distinct movie ids (86 k on ml-latest): a few MB.
+    index = (kept.select("movie").distinct()
+             .withColumn("item", (F.dense_rank().over(Window.orderBy("movie")) - 1).cast("int")))
+    sets = (kept.join(index, "movie").groupBy("user")
+            .agg(F.sort_array(F.collect_list("item")).alias("items"))
+            .withColumn("n_items", F.size("items"))
+            .persist(StorageLevel.MEMORY_AND_DISK))
+    n_movies = int(index.count())
+    return UserSets(sets=sets, n_movies=n_movies, users_kept=users_kept,
+                    users_left_out=users_total - users_kept)
+
+
+def _vectors(sets, n_movies: int):
+    from pyspark.ml.linalg import SparseVector, VectorUDT
+    from pyspark.sql import functions as F
+
+    # Python is the only way to build an ML vector from an array column; one call per user.
+    to_vector = F.udf(lambda items: SparseVector(n_movies, items, [1.0] * len(items)), VectorUDT())
+    return sets.select("user", to_vector("items").alias("features"))
+
+
+def minhash_model(vectors, n_hashes: int, seed: int):
+    from pyspark.ml.feature import MinHashLSH
+
+    return MinHashLSH(inputCol="features", outputCol="hashes", numHashTables=n_hashes, seed=seed).fit(vectors)
+
+
+def signatures(sets, n_movies: int, n_hashes: int, seed: int):
+    """(user, sig array<int> of ``n_hashes`` MinHash values) from Spark MLlib's MinHashLSH."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    vectors = _vectors(sets, n_movies)
+    model = minhash_model(vectors, n_hashes, seed)
+    return model.transform(vectors).select(
+        "user", F.transform("hashes", lambda v: vector_to_array(v)[0]).cast("array<int>").alias("sig"))
+
+
+# ---------------------------------------------------------------- candidates
+
+
+def banded_candidates(sigs, bands: int, rows: int, bucket_cap: int, seed: int):
+    """Distinct candidate pairs (userA < userB) sharing all ``rows`` values of some band.
+
+    Returns ``(pairs, band_rows)``; ``band_rows`` (band, key, user, size, sub) is returned so
+    callers can report bucket sizes. Buckets larger than ``bucket_cap`` are split into
+    ``ceil(size / bucket_cap)`` sub-buckets of consecutive ranks in a seeded per-band order.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    band = F.explode(F.sequence(F.lit(0), F.lit(bands - 1))).alias("band")
+    exploded = sigs.select("user", "sig", band)
+    keyed = exploded.select(
+        "band", "user",
+        F.xxhash64(F.col("band"), F.slice("sig", F.col("band") * rows + 1, F.lit(rows))).alias("key"))
+    bucket = Window.partitionBy("band", "key")
+    sized = keyed.withColumn("size", F.count("*").over(bucket)).filter(F.col("size") >= 2)
+    order = bucket.orderBy(F.xxhash64(F.col("user"), F.col("band"), F.lit(seed)), F.col("user"))
+    band_rows = sized.withColumn(
+        "sub", F.when(F.col("size") <= bucket_cap, F.lit(0))
+        .otherwise(F.floor((F.row_number().over(order) - 1) / bucket_cap)).cast("int"))
+    a = band_rows.select("band", "key", "sub", F.col("user").alias("userA"))
+    b = band_rows.select("band", "key", "sub", F.col("user").alias("userB"))
+    pairs = (a.join(b, ["band", "key", "sub"]).filter(F.col("userA") < F.col("userB"))
+             .select("userA", "userB").distinct())
+    return pairs, band_rows
+
+
+def approx_join_candidates(sets, n_movies: int, n_hashes: int, seed: int):
+    """Distinct pairs (userA < userB) from Spark's ``approxSimilarityJoin`` (OR of single hashes)."""
+    from pyspark.sql import functions as F
+
+    vectors = _vectors(sets, n_movies)
+    model = minhash_model(vectors, n_hashes, seed)
+    joined = model.approxSimilarityJoin(vectors, vectors, 1.0, distCol="distance")
+    return (joined.select(F.col("datasetA.user").alias("userA"), F.col("datasetB.user").alias("userB"))
+            .filter(F.col("userA") < F.col("userB")).distinct())
+
+
+def score_pairs(pairs, sets):
+    """Exact Jaccard of pairs (userA, userB) from both users' sets.
+
+    Adds size_a, size_b, common (movies rated by both) and jaccard = common / |A union B|.
+    """
+    from pyspark.sql import functions as F
+
+    sa = sets.select(F.col("user").alias("userA"), F.col("items").alias("items_a"),
+                     F.col("n_items").alias("size_a"))
+    sb = sets.select(F.col("user").alias("userB"), F.col("items").alias("items_b"),
+                     F.col("n_items").alias("size_b"))
+    scored = (pairs.join(sa, "userA").join(sb, "userB")
+              .withColumn("common", F.size(F.array_intersect("items_a", "items_b"))))
+    return scored.select("userA", "userB", "size_a", "size_b", "common",
+                         (F.col("common") / (F.col("size_a") + F.col("size_b") - F.col("common")))
+                         .alias("jaccard"))
+
+
+def exact_scored_pairs(user_sets_: UserSets):
+    """Every pair sharing at least one movie, with exact Jaccard (self-join on the movie)."""
+    from pyspark.sql import functions as F
+
+    flat = user_sets_.sets.select("user", F.explode("items").alias("item"))
+    a = flat.select(F.col("user").alias("userA"), "item")
+    b = flat.select(F.col("user").alias("userB"), "item")
+    common = (a.join(b, "item").filter(F.col("userA") < F.col("userB"))
+              .groupBy("userA", "userB").agg(F.count("*").cast("int").alias("common")))
+    sizes = user_sets_.sets
+    size_a = sizes.select(F.col("user").alias("userA"), F.col("n_items").alias("size_a"))
+    size_b = sizes.select(F.col("user").alias("userB"), F.col("n_items").alias("size_b"))
+    scored = common.join(size_a, "userA").join(size_b, "userB")
+    return scored.select("userA", "userB", "size_a", "size_b", "common",
+                         (F.col("common") / (F.col("size_a") + F.col("size_b") - F.col("common")))
+                         .alias("jaccard"))
+
+
+TOP_COLUMNS = ("userA", "userB", "jaccard", "size_a", "size_b", "common")
+
+
+def top_pairs(scored, n_pairs: int) -> list[dict]:
+    """The ``n_pairs`` best rows: Jaccard descending, then userA, userB ascending (fixed size)."""
+    from pyspark.sql import functions as F
+
+    rows = (scored.orderBy(F.col("jaccard").desc(), F.col("userA").asc(), F.col("userB").asc())
+            .limit(n_pairs).collect())
+    return [{c: r[c] for c in TOP_COLUMNS} for r in rows]
+
+
+def recall(found: list[dict], truth: list[dict]) -> float:
+    """Share of the true top pairs that ``found`` contains (1.0 when ``truth`` is empty)."""
+    if not truth:
+        return 1.0
+    wanted = {(t["userA"], t["userB"]) for t in truth}
+    return len(wanted & {(f["userA"], f["userB"]) for f in found}) / len(wanted)
+
+
+@dataclass
+class TwinsResult:
+    """What :func:`find_twins` returns: the top pairs (list of dicts, ranked), the exact top
+    pairs when computed, the kept users' sets (for validation) and numbers for logging."""
+
+    top: list[dict]
+    sets: UserSets
+    exact_top: list[dict] | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def find_twins(ratings, config: TwinsConfig, progress: Progress = _quiet,
+               user_col: str = USER_COL, item_col: str = ITEM_COL) -> TwinsResult:
+    """Top ``config.n_pairs`` user pairs by exact Jaccard of their movie sets.
+
+    ``stats`` holds users_kept, users_left_out, movies, candidate_pairs (banded/approx_join),
+    bands, rows, band_threshold, hit_probability_at_target, largest_bucket, split_buckets,
+    largest_sub_bucket (banded), recall (when ``compare_exact``) and ``*_seconds`` per stage.
+    """
+    stats: dict = {}
+    t0 = time.time()
+    progress(f"[twins] building movie sets (min_ratings={config.min_ratings})")
+    us = user_sets(ratings, config.min_ratings, user_col=user_col, item_col=item_col)
+    stats.update(users_kept=us.users_kept, users_left_out=us.users_left_out, movies=us.n_movies)
+    stats["sets_seconds"] = time.time() - t0
+    progress(f"[twins] {us.users_kept} users kept, {us.users_left_out} left out (< {config.min_ratings} "
+             f"movies), {us.n_movies} movies; {stats['sets_seconds']:.1f}s")
+    if us.users_kept < 2:
+        raise RecsysError(f"min_ratings={config.min_ratings} keeps {us.users_kept} user(s); "
+                          "at least 2 are needed to form pairs: lower min_ratings")
+
+    exact_top = None
+    if config.method == "exact" or config.compare_exact:
+        t = time.time()
+        progress("[twins] exact: scoring every pair that shares a movie")
+        exact_top = top_pairs(exact_scored_pairs(us), config.n_pairs)
+        stats["exact_seconds"] = time.time() - t
+        progress(f"[twins] exact top {len(exact_top)} in {stats['exact_seconds']:.1f}s")
+
+    if config.method == "exact":
+        top = exact_top
+    else:
+        t = time.time()
+        if config.method == "banded":
+            bands, rows = choose_bands(config.n_hashes, config.target_similarity)
+            stats.update(bands=bands, rows=rows, band_threshold=band_threshold(bands, rows),
+                         hit_probability_at_target=candidate_probability(config.target_similarity,
+                                                                         bands, rows))
+            progress(f"[twins] MinHash signatures ({config.n_hashes} hashes) -> {bands} bands x {rows} "
+                     f"rows, threshold ~{stats['band_threshold']:.2f}")
+            sigs = signatures(us.sets, us.n_movies, config.n_hashes, config.seed)
+            candidates, band_rows = banded_candidates(sigs, bands, rows, config.bucket_cap, config.seed)
+            from pyspark import StorageLevel
+            from pyspark.sql import functions as F
+
+            band_rows = band_rows.persist(StorageLevel.MEMORY_AND_DISK)
+            buckets = band_rows.groupBy("band", "key").agg(F.first("size").alias("size"))
+            b = buckets.agg(F.max("size").alias("largest"), F.count("*").alias("n"),
+                            F.sum(F.when(F.col("size") > config.bucket_cap, 1).otherwise(0)).alias("split")
+                            ).first()
+            stats.update(shared_buckets=int(b["n"] or 0), largest_bucket=int(b["largest"] or 0),
+                         split_buckets=int(b["split"] or 0))
+            # Ranks are consecutive within a bucket, so no sub-bucket exceeds the cap.
+            stats["largest_sub_bucket"] = min(stats["largest_bucket"], config.bucket_cap)
+            progress(f"[twins] {stats['shared_buckets']} buckets with >= 2 users, largest "
+                     f"{stats['largest_bucket']}, {stats['split_buckets']} split (cap {config.bucket_cap})")
+        else:
+            progress(f"[twins] approxSimilarityJoin with {config.n_hashes} hash tables")
+            candidates = approx_join_candidates(us.sets, us.n_movies, config.n_hashes, config.seed)
+            band_rows = None
+        from pyspark import StorageLevel
+
+        candidates = candidates.persist(StorageLevel.MEMORY_AND_DISK)
+        stats["candidate_pairs"] = int(candidates.count())
+        stats["candidates_seconds"] = time.time() - t
+        progress(f"[twins] {stats['candidate_pairs']} candidate pairs in {stats['candidates_seconds']:.1f}s")
+        t = time.time()
+        top = top_pairs(score_pairs(candidates, us.sets), config.n_pairs)
+        stats["scoring_seconds"] = time.time() - t
+        progress(f"[twins] exact Jaccard of candidates, top {len(top)} in {stats['scoring_seconds']:.1f}s")
+        candidates.unpersist()
+        if band_rows is not None:
+            band_rows.unpersist()
+    if exact_top is not None and config.method != "exact":
+        stats["recall"] = recall(top, exact_top)
+        progress(f"[twins] recall against exact: {stats['recall']:.3f}")
+    return TwinsResult(top=top, sets=us, exact_top=exact_top, stats=stats)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def random_pairs(spark, sets, n_random: int, seed: int) -> list[tuple[int, int]]:
+    """``n_random`` distinct unordered user pairs drawn uniformly (seeded) from ``sets``' users.
+
+    Users get a dense index in Spark (one single-partition window over the user ids); only the
+    count and the drawn pairs reach the driver. Fewer pairs when fewer exist.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if n_random <= 0:
+        return []
+    index = sets.select("user").withColumn("idx", (F.row_number().over(Window.orderBy("user")) - 1))
+    n_users = int(sets.count())
+    wanted = min(n_random, n_users * (n_users - 1) // 2)
+    rng = np.random.default_rng(seed)
+    drawn: list[tuple[int, int]] = []
+    seen: set[tuple[int, int]] = set()
+    while len(drawn) < wanted:
+        i, j = (int(x) for x in rng.integers(0, n_users, size=2))
+        pair = (min(i, j), max(i, j))
+        if i != j and pair not in seen:
+            seen.add(pair)
+            drawn.append(pair)
+    if not drawn:
+        return []
+    picks = spark.createDataFrame(drawn, "ia long, ib long")
+    ia = index.select(F.col("idx").alias("ia"), F.col("user").alias("userA"))
+    ib = index.select(F.col("idx").alias("ib"), F.col("user").alias("userB"))
+    rows = picks.join(ia, "ia").join(ib, "ib").select("ia", "ib", "userA", "userB").collect()
+    by_index = {(r["ia"], r["ib"]): (r["userA"], r["userB"]) for r in rows}
+    return [by_index[p] for p in drawn]
+
+
+def pair_pearson(spark, ratings, pairs: list[tuple[int, int]], min_common: int = 2,
+                 user_col: str = USER_COL, item_col: str = ITEM_COL, rating_col: str = RATING_COL) -> dict:
+    """Pearson correlation of each pair's ratings over their co-rated movies.
+
+    Returns ``{(userA, userB): (common, pearson or None)}`` for every given pair; ``None`` when
+    the pair has fewer than ``min_common`` co-rated movies or either side has zero variance.
+    """
+    from pyspark.sql import functions as F
+
+    if not pairs:
+        return {}
+    wanted = spark.createDataFrame(sorted(set(pairs)), "userA int, userB int")
+    r = ratings.select(F.col(user_col).alias("u"), F.col(item_col).alias("m"), F.col(rating_col).alias("r"))
+    ra = r.select(F.col("u").alias("userA"), "m", F.col("r").alias("x"))
+    rb = r.select(F.col("u").alias("userB"), "m", F.col("r").alias("y"))
+    co = F.broadcast(wanted).join(ra, "userA").join(rb, ["userB", "m"])
+    sums = co.groupBy("userA", "userB").agg(
+        F.count("*").alias("n"), F.sum("x").alias("sx"), F.sum("y").alias("sy"),
+        F.sum(F.col("x") * F.col("x")).alias("sxx"), F.sum(F.col("y") * F.col("y")).alias("syy"),
+        F.sum(F.col("x") * F.col("y")).alias("sxy")).collect()
+    out = {p: (0, None) for p in pairs}
+    for s in sums:
+        out[(s["userA"], s["userB"])] = (int(s["n"]), pearson_from_sums(
+            s["n"], s["sx"], s["sy"], s["sxx"], s["syy"], s["sxy"], min_common))
+    return out
+
+
+def pearson_from_sums(n, sx, sy, sxx, syy, sxy, min_common: int = 2) -> float | None:
+    """Pearson r from sums; ``None`` below ``min_common`` points or with zero variance.
+
+    Ratings are multiples of 0.5, so these sums are exact in floating point and a zero variance
+    is exactly 0.
+    """
+    if n < max(min_common, 2):
+        return None
+    vx, vy = n * sxx - sx * sx, n * syy - sy * sy
+    if vx <= 0 or vy <= 0:
+        return None
+    return max(-1.0, min(1.0, (n * sxy - sx * sy) / math.sqrt(vx * vy)))
+
+
+def summarize(values: list[float | None], seed: int = DEFAULT_SEED, n_boot: int = N_BOOTSTRAP) -> dict:
+    """count, defined, undefined, mean, median, std (ddof=1), bootstrap 95 % interval of the mean.
+
+    Undefined values (``None``) are counted and left out of every statistic.
+    """
+    defined = np.array([v for v in values if v is not None], dtype=float)
+    out = {"count": len(values), "defined": int(defined.size), "undefined": len(values) - int(defined.size),
+           "mean": None, "median": None, "std": None, "ci_low": None, "ci_high": None}
+    if defined.size:
+        out.update(mean=float(defined.mean()), median=float(np.median(defined)))
+        out["std"] = float(defined.std(ddof=1)) if defined.size > 1 else 0.0
+        rng = np.random.default_rng(seed)
+        means = defined[rng.integers(0, defined.size, size=(n_boot, defined.size))].mean(axis=1)
+        out["ci_low"], out["ci_high"] = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+    return out
+
+
+def compare_groups(twins: list[float | None], others: list[float | None], seed: int = DEFAULT_SEED,
+                   n_boot: int = N_BOOTSTRAP, n_perm: int = N_PERMUTATIONS) -> dict:
+    """Difference of mean correlations (twins - random), its bootstrap 95 % interval and a
+    two-sided permutation-test p-value ``(hits + 1) / (n_perm + 1)``; None when a group is empty."""
+    a = np.array([v for v in twins if v is not None], dtype=float)
+    b = np.array([v for v in others if v is not None], dtype=float)
+    out = {"difference": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None}
+    if not a.size or not b.size:
+        return out
+    rng = np.random.default_rng(seed)
+    observed = a.mean() - b.mean()
+    boot = (a[rng.integers(0, a.size, size=(n_boot, a.size))].mean(axis=1)
+            - b[rng.integers(0, b.size, size=(n_boot, b.size))].mean(axis=1))
+    pooled = np.concatenate([a, b])
+    perms = np.argsort(rng.random((n_perm, pooled.size)), axis=1)
+    shuffled = pooled[perms]
+    diffs = shuffled[:, :a.size].mean(axis=1) - shuffled[:, a.size:].mean(axis=1)
+    hits = int(np.sum(np.abs(diffs) >= abs(observed) - 1e-12))
+    low, high = np.percentile(boot, [2.5, 97.5])
+    out.update(difference=float(observed), diff_ci_low=float(low), diff_ci_high=float(high),
+               p_value=(hits + 1) / (n_perm + 1))
+    return out
+
+
+def validate_twins(spark, ratings, result: TwinsResult, config: TwinsConfig, progress: Progress = _quiet,
+                   user_col: str = USER_COL, item_col: str = ITEM_COL,
+                   rating_col: str = RATING_COL) -> tuple[list[dict], list[dict], dict]:
+    """Pearson validation of the twins against ``n_random`` random pairs.
+
+    Returns ``(twins_rows, random_rows, validation)``: the top pairs with ``pearson`` added, the
+    random pairs (userA, userB, common, pearson), and the JSON-ready summary
+    ``{"twins": summarize, "random": summarize, "comparison": compare_groups, ...}``.
+    """
+    t = time.time()
+    progress(f"[twins] validation: Pearson over co-rated movies, {len(result.top)} twins + "
+             f"{config.n_random} random pairs")
+    sampled = random_pairs(spark, result.sets.sets, config.n_random, config.seed)
+    wanted = [(p["userA"], p["userB"]) for p in result.top] + sampled
+    corr = pair_pearson(spark, ratings, wanted, config.min_common, user_col=user_col,
+                        item_col=item_col, rating_col=rating_col)
+    twins_rows = [{**p, "pearson": corr[(p["userA"], p["userB"])][1]} for p in result.top]
+    random_rows = [{"userA": a, "userB": b, "common": corr[(a, b)][0], "pearson": corr[(a, b)][1]}
+                   for a, b in sampled]
+    validation = {
+        "min_common": config.min_common,
+        "twins": summarize([r["pearson"] for r in twins_rows], config.seed),
+        "random": summarize([r["pearson"] for r in random_rows], config.seed + 1),
+        "comparison": compare_groups([r["pearson"] for r in twins_rows],
+                                     [r["pearson"] for r in random_rows], config.seed),
+        "n_bootstrap": N_BOOTSTRAP, "n_permutations": N_PERMUTATIONS,
+    }
+    validation["seconds"] = time.time() - t
+    progress(f"[twins] validation done in {validation['seconds']:.1f}s")
+    return twins_rows, random_rows, validation
