@@ -1,0 +1,281 @@
+"""Spark ALS behind the :class:`~recsys.models.base.Recommender` interface, and its serving form.
+
+Two feedback modes (``ALSConfig.implicit_prefs``):
+
+- **explicit** (default): factors fitted to the ratings themselves; ``predict`` gives a rating,
+  clipped to the 0.5-5 scale, so RMSE applies (``predicts_ratings`` is True).
+- **implicit**: Hu, Koren & Volinsky's confidence model (``c = 1 + alpha * rating``); the scores
+  are preferences, not ratings (``predicts_ratings`` False), and it is judged on ranking only.
+
+:meth:`ALSRecommender.serving_model` builds the model that is logged to MLflow: a Spark
+``PipelineModel`` made only of JVM stages, so ``mlflow.pyfunc.load_model`` and
+``mlflow.spark.load_model`` need nothing but pyspark (no recsys code travels with the model):
+
+1. ``SQLTransformer``: numbers the input rows (``_recsys_row``) and adds a constant id 0
+   (``_recsys_zero``);
+2. the fitted ``ALSModel`` (``coldStartStrategy="nan"``) -> ``_recsys_als``;
+3. explicit mode only, two one-factor ``ALSModel`` lookups holding the evaluation's
+   :class:`~recsys.evaluation.BiasBaseline` offsets: user offsets keyed by ``userId`` against
+   item id 0 (factor 1.0) -> ``_recsys_bu``, and movie offsets keyed by ``movieId`` against user
+   id 0 -> ``_recsys_bi``. An ALS model is a distributed id -> vector lookup plus a dot product,
+   which is exactly a join with a bias table; MovieLens ids are >= 1, so 0 is free;
+4. ``SQLTransformer``: ``prediction`` = the clipped ALS rating, or where ALS gives NaN (an
+   unknown user or movie) the bias baseline ``mu + b_user + b_movie`` (offset 0 when unknown),
+   clipped; in implicit mode NaN becomes 0.0 (no evidence of preference). Rows come back in
+   input order (ALS's joins shuffle them; pyfunc pairs outputs with inputs by position).
+
+So the logged model predicts exactly what the evaluation scored: ALS where it can, the same
+bias baseline where it cannot, never NaN. The lookups are built with the JVM ``ALSModel``
+constructor, which Scala marks ``private[ml]`` (public in bytecode); the tests pin it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+from recsys import fs
+from recsys.constants import (
+    DEFAULT_SEED,
+    ITEM_COL,
+    MAX_RATING,
+    MIN_RATING,
+    PREDICTION_COL,
+    RATING_COL,
+    USER_COL,
+)
+from recsys.errors import RecsysError
+from recsys.models.base import Recommender
+
+SCORE_COL = "score"
+_ROW, _ZERO, _ALS, _BU, _BI = "_recsys_row", "_recsys_zero", "_recsys_als", "_recsys_bu", "_recsys_bi"
+
+
+def _as_bool(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise RecsysError(f"{name}={value} must be true or false")
+
+
+def _as_int(name: str, value, minimum: int) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise RecsysError(f"{name}={value} must be an integer >= {minimum}") from err
+    if not math.isfinite(number) or number != int(number) or int(number) < minimum:
+        raise RecsysError(f"{name}={value} must be an integer >= {minimum}")
+    return int(number)
+
+
+def _as_float(name: str, value, *, minimum: float, strict: bool) -> float:
+    rule = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise RecsysError(f"{name}={value} must be a number {rule}") from err
+    if not math.isfinite(number) or number < minimum or (strict and number == minimum):
+        raise RecsysError(f"{name}={value} must be a finite number {rule}")
+    return number
+
+
+@dataclass(frozen=True)
+class ALSConfig:
+    """Parameters of one ALS model; exactly these fields are logged as the run's params."""
+
+    rank: int = 10
+    """Number of latent factors per user and movie (integer >= 1)."""
+    reg_param: float = 0.1
+    """L2 regularisation ``lambda`` (>= 0); Spark scales it by each user's/movie's rating count."""
+    max_iter: int = 10
+    """Alternating least-squares sweeps (integer >= 1)."""
+    alpha: float = 1.0
+    """Implicit mode only: confidence ``1 + alpha * rating`` given to an observed rating (> 0)."""
+    implicit_prefs: bool = False
+    """False: fit the ratings (explicit feedback); True: fit preferences weighted by confidence."""
+    nonnegative: bool = False
+    """Constrain factors to be >= 0 (NNLS instead of Cholesky solves)."""
+    seed: int = DEFAULT_SEED
+    """Seed of the factors' random initialisation."""
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "rank", _as_int("rank", self.rank, 1))
+        set_(self, "reg_param", _as_float("reg_param", self.reg_param, minimum=0.0, strict=False))
+        set_(self, "max_iter", _as_int("max_iter", self.max_iter, 1))
+        set_(self, "alpha", _as_float("alpha", self.alpha, minimum=0.0, strict=True))
+        set_(self, "implicit_prefs", _as_bool("implicit_prefs", self.implicit_prefs))
+        set_(self, "nonnegative", _as_bool("nonnegative", self.nonnegative))
+        try:
+            set_(self, "seed", int(self.seed))
+        except (TypeError, ValueError) as err:
+            raise RecsysError(f"seed={self.seed} must be an integer") from err
+
+    @property
+    def feedback(self) -> str:
+        return "implicit" if self.implicit_prefs else "explicit"
+
+    def as_params(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+class ALSRecommender(Recommender):
+    """Spark ALS; ``top_n`` and ``score_all`` use the fitted factors directly."""
+
+    name = "als"
+
+    def __init__(self, config: ALSConfig | None = None, **kwargs):
+        self.config = config if config is not None else ALSConfig(**kwargs)
+        self.predicts_ratings = not self.config.implicit_prefs
+        self.model = None  # pyspark.ml.recommendation.ALSModel
+
+    @classmethod
+    def from_model(cls, als_model, config: ALSConfig) -> ALSRecommender:
+        """Wrap an already fitted ``ALSModel`` (e.g. stage 2 of a logged serving model)."""
+        out = cls(config)
+        out.model = als_model.copy()
+        out.model.setPredictionCol(PREDICTION_COL).setColdStartStrategy("nan")
+        out.model.setUserCol(USER_COL).setItemCol(ITEM_COL)
+        return out
+
+    def fit(self, train) -> ALSRecommender:
+        from pyspark.ml.recommendation import ALS
+
+        c = self.config
+        als = ALS(rank=c.rank, regParam=c.reg_param, maxIter=c.max_iter, alpha=c.alpha,
+                  implicitPrefs=c.implicit_prefs, nonnegative=c.nonnegative, seed=c.seed,
+                  userCol=USER_COL, itemCol=ITEM_COL, ratingCol=RATING_COL, coldStartStrategy="nan")
+        self.model = als.setPredictionCol(PREDICTION_COL).fit(train)
+        return self
+
+    def _check_fitted(self):
+        if self.model is None:
+            raise RecsysError("als model is not fitted: call fit(train) or load(spark, path) first")
+
+    def top_n(self, users, n: int):
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        recs = self.model.recommendForUserSubset(users.select(USER_COL), int(n))
+        return (recs.select(USER_COL, F.explode("recommendations").alias("_r"))
+                .select(USER_COL, F.col(f"_r.{ITEM_COL}").alias(ITEM_COL),
+                        F.col("_r.rating").cast("double").alias(SCORE_COL)))
+
+    def score_all(self, users):
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        u = (self.model.userFactors.join(users.select(F.col(USER_COL).alias("id")).distinct(), "id")
+             .select(F.col("id").alias(USER_COL), F.col("features").alias("_u")))
+        v = self.model.itemFactors.select(F.col("id").alias(ITEM_COL), F.col("features").alias("_v"))
+        dot = F.aggregate(F.zip_with("_u", "_v", lambda a, b: a.cast("double") * b.cast("double")),
+                          F.lit(0.0), lambda acc, x: acc + x)
+        return u.crossJoin(v).select(USER_COL, ITEM_COL, dot.alias(SCORE_COL))
+
+    def predict(self, pairs):
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        out = self.model.transform(pairs)
+        raw = F.col(PREDICTION_COL).cast("double")
+        if self.predicts_ratings:
+            raw = F.least(F.greatest(raw, F.lit(MIN_RATING)), F.lit(MAX_RATING))
+        # least/greatest skip NaN-as-null differently: decide on the raw value first
+        value = F.when(F.isnan(F.col(PREDICTION_COL)), F.lit(None).cast("double")).otherwise(raw)
+        return out.withColumn(PREDICTION_COL, value)
+
+    def save(self, path: str) -> None:
+        """Write ``path/als`` (Spark's ALSModel format) and ``path/config.json`` (written last)."""
+        self._check_fitted()
+        spark = self.model.userFactors.sparkSession
+        if fs.exists(spark, path):
+            raise RecsysError(f"als: {path} already exists; give a new directory")
+        self.model.save(fs.to_uri(fs.join(path, "als")))
+        fs.write_text(spark, fs.join(path, "config.json"),
+                      json.dumps({"model": "als", "config": self.config.as_params(), "format": 1}))
+
+    @classmethod
+    def load(cls, spark, path: str) -> ALSRecommender:
+        from pyspark.ml.recommendation import ALSModel
+
+        meta_path = fs.join(path, "config.json")
+        if not fs.exists(spark, meta_path):
+            raise RecsysError(f"{path} has no config.json: not a saved ALS model")
+        meta = json.loads(fs.read_text(spark, meta_path))
+        if meta.get("model") != "als":
+            raise RecsysError(f"{path} holds a {meta.get('model')!r} model, not an ALS model")
+        out = cls(ALSConfig(**meta["config"]))
+        out.model = ALSModel.load(fs.to_uri(fs.join(path, "als")))
+        return out
+
+    # ------------------------------------------------------------ serving form
+
+    def serving_model(self, fallback=None):
+        """The ``PipelineModel`` to log (see the module docstring): ``userId, movieId`` ->
+        ``prediction`` (double, never NaN), input order kept.
+
+        ``fallback``: a fitted :class:`~recsys.evaluation.BiasBaseline` (required in explicit
+        mode: it is the one the evaluation used, so served and evaluated predictions agree).
+        """
+        from pyspark.ml import PipelineModel
+        from pyspark.ml.feature import SQLTransformer
+
+        self._check_fitted()
+        number = SQLTransformer(
+            statement=f"SELECT *, monotonically_increasing_id() AS {_ROW}, 0 AS {_ZERO} FROM __THIS__")
+        als = self.model.copy()
+        als.setUserCol(USER_COL).setItemCol(ITEM_COL).setPredictionCol(_ALS).setColdStartStrategy("nan")
+        stages = [number, als]
+        if self.predicts_ratings:
+            if fallback is None or getattr(fallback, "global_mean", None) is None:
+                raise RecsysError("als serving model: explicit mode needs a fitted BiasBaseline fallback")
+            spark = self.model.userFactors.sparkSession
+            stages += [_lookup(spark, fallback.user_bias, USER_COL, "user_bias", side="user", out=_BU),
+                       _lookup(spark, fallback.item_bias, ITEM_COL, "item_bias", side="item", out=_BI)]
+            lo, hi = repr(float(MIN_RATING)), repr(float(MAX_RATING))
+            base = f"{float(fallback.global_mean)!r} + nanvl({_BU}, 0.0) + nanvl({_BI}, 0.0)"
+            value = (f"CASE WHEN {_ALS} IS NULL OR isnan({_ALS}) THEN least(greatest({base}, {lo}), {hi}) "
+                     f"ELSE least(greatest({_ALS}, {lo}), {hi}) END")
+            drop = f"{_ROW}, {_ZERO}, {_ALS}, {_BU}, {_BI}"
+        else:
+            value = f"CASE WHEN {_ALS} IS NULL OR isnan({_ALS}) THEN 0.0 ELSE {_ALS} END"
+            drop = f"{_ROW}, {_ZERO}, {_ALS}"
+        stages.append(SQLTransformer(
+            statement=f"SELECT * EXCEPT ({drop}), CAST({value} AS DOUBLE) AS {PREDICTION_COL} "
+                      f"FROM __THIS__ ORDER BY {_ROW}"))
+        return PipelineModel(stages=stages)
+
+    @staticmethod
+    def from_serving_model(pipeline_model, config: ALSConfig) -> ALSRecommender:
+        """The recommender inside a model built by :meth:`serving_model` (its ALS stage)."""
+        from pyspark.ml.recommendation import ALSModel
+
+        als = [s for s in pipeline_model.stages if isinstance(s, ALSModel)]
+        if not als:
+            raise RecsysError("this pipeline model holds no ALS stage: not a recsys ALS model")
+        return ALSRecommender.from_model(als[0], config)
+
+
+def _lookup(spark, table, key_col: str, value_col: str, *, side: str, out: str):
+    """A one-factor ALSModel answering ``table[key]`` (NaN for a missing key); see module doc."""
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import functions as F
+
+    values = table.select(F.col(key_col).cast("int").alias("id"),
+                          F.array(F.col(value_col).cast("float")).alias("features"))
+    one = spark.createDataFrame([(0, [1.0])], "id int, features array<float>")
+    users, items = (values, one) if side == "user" else (one, values)
+    jvm_cls = spark.sparkContext._jvm.org.apache.spark.ml.recommendation.ALSModel
+    model = ALSModel(jvm_cls(f"recsys_{side}_bias", 1, users._jdf, items._jdf))
+    user_col, item_col = (key_col, _ZERO) if side == "user" else (_ZERO, key_col)
+    model.setUserCol(user_col).setItemCol(item_col).setPredictionCol(out).setColdStartStrategy("nan")
+    return model

@@ -1,0 +1,125 @@
+"""ALS: config validation, a checkerboard known answer, the Recommender contract, and the
+serving model (what MLflow logs) predicting through pyfunc with the fallback, never NaN."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from recsys.errors import RecsysError
+from recsys.models.als import ALSConfig, ALSRecommender
+from tests.contract import assert_recommender_contract
+
+SCHEMA = "userId int, movieId int, rating double, timestamp long"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rank": 0}, "rank=0 must be an integer >= 1"),
+    ({"rank": 2.5}, "rank=2.5 must be an integer >= 1"),
+    ({"reg_param": -0.1}, "reg_param=-0.1 must be a finite number >= 0"),
+    ({"reg_param": "abc"}, "reg_param=abc must be a number >= 0"),
+    ({"max_iter": 0}, "max_iter=0 must be an integer >= 1"),
+    ({"alpha": 0}, "alpha=0 must be a finite number > 0"),
+    ({"implicit_prefs": "maybe"}, "implicit_prefs=maybe must be true or false"),
+    ({"seed": "x"}, "seed=x must be an integer"),
+])
+def test_config_errors_name_the_parameter(kwargs, message):
+    with pytest.raises(RecsysError, match=message):
+        ALSConfig(**kwargs)
+
+
+def test_config_fields_are_the_params_and_strings_are_parsed():
+    config = ALSConfig(rank="8", reg_param="0.05", max_iter="3", alpha="2", implicit_prefs="true",
+                       nonnegative="false", seed="7")
+    assert config.as_params() == {"rank": 8, "reg_param": 0.05, "max_iter": 3, "alpha": 2.0,
+                                  "implicit_prefs": True, "nonnegative": False, "seed": 7}
+    assert set(config.as_params()) == set(ALSConfig.field_names())
+    assert config.feedback == "implicit" and ALSConfig().feedback == "explicit"
+
+
+def _checkerboard(spark, liked_only=False):
+    """Users 1-12: even users like movies 1-6 (5.0) and dislike 7-12 (1.0), odd users the
+    reverse; every user rated all 12 movies except user 2, who never rated movie 4 (liked by
+    its group) nor 10 and 11 (disliked). User 2's best unseen movie is 4. ``liked_only``: the
+    implicit-feedback version, where a rating is an interaction: only the liked movies."""
+    rows = []
+    for user in range(1, 13):
+        for movie in range(1, 13):
+            if user == 2 and movie in (4, 10, 11):
+                continue
+            liked = (movie <= 6) == (user % 2 == 0)
+            if liked or not liked_only:
+                rows.append((user, movie, 5.0 if liked else 1.0, 0))
+    return spark.createDataFrame(rows, SCHEMA)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_checkerboard_withheld_item_ranks_first(spark, implicit):
+    from recsys.evaluation import recommend
+
+    train = _checkerboard(spark, liked_only=implicit)
+    model = ALSRecommender(rank=2, max_iter=5, reg_param=0.01, implicit_prefs=implicit, seed=1).fit(train)
+    assert model.predicts_ratings is (not implicit)
+    recs = recommend(model, spark.createDataFrame([(2,)], "userId int"), train, k=3).collect()
+    assert [r["movieId"] for r in sorted(recs, key=lambda r: r["rank"])][0] == 4
+    assert len(recs) == 3 and not {r["movieId"] for r in recs} & {1, 2, 3, 5, 6}
+    if not implicit:
+        pred = {r["movieId"]: r["prediction"] for r in
+                model.predict(spark.createDataFrame([(2, 4), (2, 10)], "userId int, movieId int")).collect()}
+        assert pred[4] == pytest.approx(5.0, abs=0.5) and pred[10] == pytest.approx(1.0, abs=0.5)
+
+
+def test_contract(spark, synthetic_ratings, tmp_path):
+    train = synthetic_ratings.filter("userId <= 40").cache()
+    assert_recommender_contract(spark, lambda: ALSRecommender(rank=3, max_iter=3, seed=3), train,
+                                tmp_dir=tmp_path)
+
+
+def test_predict_is_null_for_cold_start_and_clipped(spark):
+    train = _checkerboard(spark)
+    model = ALSRecommender(rank=2, max_iter=3).fit(train)
+    pairs = spark.createDataFrame([(1, 1), (99, 1), (1, 99)], "userId int, movieId int")
+    got = {(r["userId"], r["movieId"]): r["prediction"] for r in model.predict(pairs).collect()}
+    assert got[(99, 1)] is None and got[(1, 99)] is None
+    assert 0.5 <= got[(1, 1)] <= 5.0
+
+
+def test_serving_model_through_pyfunc(spark, tmp_path):
+    """The logged form: pyfunc predicts ALS where it can and the bias baseline elsewhere, in input
+    order, never NaN; implicit mode fills 0.0. Saved and loaded like MLflow serves it."""
+    import mlflow
+    import pandas as pd
+
+    from recsys.evaluation import BiasBaseline
+
+    train = _checkerboard(spark)
+    fallback = BiasBaseline().fit(train)
+    model = ALSRecommender(rank=2, max_iter=3, seed=1).fit(train)
+    path = str(tmp_path / "served")
+    mlflow.spark.save_model(model.serving_model(fallback), path)
+    served = mlflow.pyfunc.load_model(path)
+
+    query = pd.DataFrame({"userId": [2, 99, 1, 3, 98, 5], "movieId": [4, 1, 77, 2, 76, 7]})
+    got = list(served.predict(query))
+    assert len(got) == 6 and not any(math.isnan(v) for v in got)
+    pairs = spark.createDataFrame(query.astype("int32"))
+    own = {(r["userId"], r["movieId"]): r["prediction"] for r in model.predict(pairs).collect()}
+    base = {(r["userId"], r["movieId"]): r["prediction"] for r in fallback.predict(pairs).collect()}
+    for (user, movie), value in zip(zip(query["userId"], query["movieId"], strict=True), got, strict=True):
+        expected = own[(user, movie)] if own[(user, movie)] is not None else base[(user, movie)]
+        assert value == pytest.approx(expected, abs=1e-5), (user, movie)
+    # unknown user and movie: exactly the global mean (clipped), as the evaluation scores it
+    assert got[4] == pytest.approx(fallback.global_mean, abs=1e-6)
+
+    implicit = ALSRecommender(rank=2, max_iter=3, implicit_prefs=True).fit(train)
+    ipath = str(tmp_path / "served-implicit")
+    mlflow.spark.save_model(implicit.serving_model(), ipath)
+    scores = list(mlflow.pyfunc.load_model(ipath).predict(query))
+    assert scores[1] == 0.0 and scores[4] == 0.0  # unknown user / movie: no evidence of preference
+    known = {(r["userId"], r["movieId"]): r["prediction"] for r in implicit.predict(pairs).collect()}
+    assert scores[0] == pytest.approx(known[(2, 4)], abs=1e-6) and scores[0] != 0.0
+
+    # the recommender is recovered from the served pipeline (used for the test evaluation)
+    again = ALSRecommender.from_serving_model(mlflow.spark.load_model(path), model.config)
+    assert again.predict(pairs).count() == 6
