@@ -1,0 +1,387 @@
+"""Hyperopt TPE search over ALS hyper-parameters: space as data, one objective, resumable.
+
+- **Space**: ``experiments/search_space.yaml`` holds one section per feedback mode
+  (``explicit``, ``implicit``); each dimension names an ``ALSConfig`` field and a distribution
+  (``loguniform``, ``qloguniform``, ``uniform``, ``quniform``) with bounds in natural units.
+- **Objective**: :class:`Objective` pairs a metric key with its direction; the same object turns
+  metrics into Hyperopt's loss *and* picks the best trial, so they can never disagree.
+- **Sequential** ``hyperopt.Trials``, not ``SparkTrials``: every trial is an ALS fit that is
+  already distributed over the whole cluster; ``SparkTrials`` would run trials inside Spark
+  tasks, i.e. nest Spark jobs inside a Spark job (not possible from executors) and fight the
+  fits for the same cores.
+- **Resumable**: after each trial the state (every finished trial's sampled values, loss,
+  status, metrics, run id) is written as JSON next to the split
+  (``<split_dir>/_searches/<key>/state.json``, ``key`` = hash of everything that defines the
+  search except ``max_evals``). A rerun rebuilds the ``Trials`` from it and continues. TPE's
+  seed for trial ``i`` is drawn from ``numpy.random.default_rng([seed, i])``, so a suggestion
+  depends only on the seed, its index and the trials before it: an interrupted and resumed
+  search proposes exactly what an uninterrupted one would. Raising ``max_evals`` extends a
+  finished search; a search with ``max_evals=n`` is always judged on its first ``n`` trials.
+
+The library never touches MLflow: ``run_search`` calls ``evaluate_trial(index, config)``, which
+the job supplies (it opens the child run, fits, evaluates and logs) and which returns
+``{"metrics": {...}, "run_id": ...}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from recsys import fs
+from recsys.constants import DEFAULT_K, DEFAULT_RELEVANCE_THRESHOLD, DEFAULT_SEED, MAP, NDCG, PRECISION, RMSE
+from recsys.errors import RecsysError
+from recsys.models.als import ALSConfig
+
+FEEDBACK_MODES = ("explicit", "implicit")
+ON_ERROR = ("continue", "abort")
+#: The metrics a search may optimise and whether smaller is better.
+OBJECTIVES = {RMSE: "min", PRECISION: "max", NDCG: "max", MAP: "max"}
+DEFAULT_OBJECTIVE = {"explicit": RMSE, "implicit": PRECISION}
+DISTRIBUTIONS = ("loguniform", "qloguniform", "uniform", "quniform")
+DEFAULT_SPACE = "experiments/search_space.yaml"
+STATE_FORMAT = 1
+#: Random trials before TPE models the results. Hyperopt's default (20) would make every search
+#: of 20 trials or fewer a pure random search; a fixed value keeps a resumed or extended search
+#: on the same sequence of suggestions.
+TPE_STARTUP_TRIALS = 5
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The metric a search optimises and its direction (``min`` or ``max``)."""
+
+    metric: str
+    direction: str
+
+    @classmethod
+    def for_search(cls, name: str, feedback: str) -> Objective:
+        metric = DEFAULT_OBJECTIVE[feedback] if name in ("", "auto", None) else str(name)
+        if metric not in OBJECTIVES:
+            raise RecsysError(f"objective={name!r} is unknown; allowed: auto, {', '.join(OBJECTIVES)}")
+        if metric == RMSE and feedback == "implicit":
+            raise RecsysError("objective=rmse needs feedback=explicit: implicit ALS scores preferences, "
+                              f"not ratings; use one of {', '.join(m for m in OBJECTIVES if m != RMSE)}")
+        return cls(metric, OBJECTIVES[metric])
+
+    def loss(self, metrics: dict) -> float:
+        """Hyperopt's loss (smaller is better); raises ValueError when the metric is missing/NaN."""
+        value = metrics.get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            raise ValueError(f"objective {self.metric} is {value!r}")
+        return float(value) if self.direction == "min" else -float(value)
+
+    def better(self, a: float, b: float) -> bool:
+        """Is metric value ``a`` strictly better than ``b``?"""
+        return a < b if self.direction == "min" else a > b
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Parameters of one search; exactly these are logged as the parent run's params."""
+
+    feedback: str = "explicit"
+    """``explicit`` (ratings, RMSE) or ``implicit`` (preferences; adds ``alpha`` to the space)."""
+    objective: str = "auto"
+    """Metric to optimise: rmse, precision_at_k, ndcg_at_k, map_at_k; ``auto`` = rmse for
+    explicit, precision_at_k for implicit."""
+    max_evals: int = 20
+    """Number of trials (a rerun with a larger value extends the same search)."""
+    max_iter: int = 10
+    """ALS sweeps of every trial."""
+    k: int = DEFAULT_K
+    """Cut-off of the ranking metrics."""
+    relevance_threshold: float = DEFAULT_RELEVANCE_THRESHOLD
+    """Held-out ratings at least this are relevant."""
+    seed: int = DEFAULT_SEED
+    """Seed of TPE and of every ALS fit."""
+    on_error: str = "continue"
+    """A failing trial: ``continue`` (the trial is recorded FAILED) or ``abort`` the search."""
+
+    def __post_init__(self):
+        from recsys.evaluation import check_eval_params
+
+        if self.feedback not in FEEDBACK_MODES:
+            raise RecsysError(f"feedback={self.feedback!r} is unknown; allowed: {', '.join(FEEDBACK_MODES)}")
+        if self.on_error not in ON_ERROR:
+            raise RecsysError(f"on_error={self.on_error!r} is unknown; allowed: {', '.join(ON_ERROR)}")
+        Objective.for_search(self.objective, self.feedback)  # validates; ``auto`` stays as given
+        for name in ("max_evals", "max_iter"):
+            value = getattr(self, name)
+            try:
+                ok = float(value) == int(float(value)) and int(float(value)) >= 1
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise RecsysError(f"{name}={value} must be an integer >= 1")
+            object.__setattr__(self, name, int(float(value)))
+        k, thr = check_eval_params(self.k, self.relevance_threshold)
+        object.__setattr__(self, "k", k)
+        object.__setattr__(self, "relevance_threshold", thr)
+        try:
+            object.__setattr__(self, "seed", int(self.seed))
+        except (TypeError, ValueError) as err:
+            raise RecsysError(f"seed={self.seed} must be an integer") from err
+
+    @property
+    def objective_spec(self) -> Objective:
+        """The resolved objective (``auto`` -> the feedback mode's default)."""
+        return Objective.for_search(self.objective, self.feedback)
+
+    @property
+    def metric(self) -> str:
+        return self.objective_spec.metric
+
+    def as_params(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- the space
+
+
+def resolve_space_path(path: str) -> str:
+    """A relative path is tried in the working directory, then in this checkout's root."""
+    if not path:
+        path = DEFAULT_SPACE
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = Path(__file__).resolve().parents[1] / path
+    return str(candidate) if candidate.exists() else path
+
+
+def load_space(path: str, feedback: str) -> dict[str, dict]:
+    """Read and validate the ``feedback`` section of a space YAML: ``{field: {dist, low, high[, q]}}``."""
+    resolved = resolve_space_path(path)
+    if not os.path.exists(resolved):
+        raise RecsysError(f"space={path!r}: file not found (a YAML file with explicit/implicit sections)")
+    try:
+        with open(resolved, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        raise RecsysError(f"space={path}: not valid YAML: {err}") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get(feedback), dict) or not doc[feedback]:
+        raise RecsysError(f"space={path}: needs a non-empty mapping under '{feedback}:'")
+    allowed = set(ALSConfig.field_names()) - {"implicit_prefs", "seed", "max_iter", "nonnegative"}
+    space: dict[str, dict] = {}
+    for name, spec in doc[feedback].items():
+        where = f"space={path}: {feedback}.{name}"
+        if name not in allowed:
+            raise RecsysError(f"{where}: not a searchable ALS parameter; "
+                              f"allowed: {', '.join(sorted(allowed))}")
+        if not isinstance(spec, dict) or spec.get("dist") not in DISTRIBUTIONS:
+            raise RecsysError(f"{where}: needs dist, one of {', '.join(DISTRIBUTIONS)}")
+        try:
+            low, high = float(spec["low"]), float(spec["high"])
+            q = float(spec.get("q", 1.0))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RecsysError(f"{where}: needs numeric low and high (and q for q* dists)") from err
+        if not low < high:
+            raise RecsysError(f"{where}: low={low:g} must be < high={high:g}")
+        if spec["dist"].endswith("loguniform") and low <= 0:
+            raise RecsysError(f"{where}: {spec['dist']} needs low > 0 (got {low:g})")
+        if q <= 0:
+            raise RecsysError(f"{where}: q={q:g} must be > 0")
+        space[name] = {"dist": spec["dist"], "low": low, "high": high}
+        if spec["dist"].startswith("q"):
+            space[name]["q"] = q
+    if feedback == "implicit" and "alpha" not in space:
+        raise RecsysError(f"space={path}: the implicit section must search alpha")
+    return space
+
+
+def hyperopt_space(space: dict[str, dict]) -> dict:
+    from hyperopt import hp
+
+    out = {}
+    for name, s in sorted(space.items()):
+        if s["dist"] == "loguniform":
+            out[name] = hp.loguniform(name, math.log(s["low"]), math.log(s["high"]))
+        elif s["dist"] == "qloguniform":
+            out[name] = hp.qloguniform(name, math.log(s["low"]), math.log(s["high"]), s["q"])
+        elif s["dist"] == "uniform":
+            out[name] = hp.uniform(name, s["low"], s["high"])
+        else:
+            out[name] = hp.quniform(name, s["low"], s["high"], s["q"])
+    return out
+
+
+def trial_config(sampled: dict, config: SearchConfig) -> ALSConfig:
+    """The ALSConfig of a trial: sampled values (rank rounded, at least 1) + the search's fixed ones."""
+    values = {k: float(v) for k, v in sampled.items()}
+    if "rank" in values:
+        values["rank"] = max(1, int(round(values["rank"])))
+    return ALSConfig(max_iter=config.max_iter, implicit_prefs=config.feedback == "implicit",
+                     seed=config.seed, **values)
+
+
+def trial_name(als: ALSConfig, space: dict) -> str:
+    """``rank=12 reg_param=0.0531 alpha=2.1``: the searched values, for the child run's name."""
+    parts = []
+    for name in sorted(space):
+        value = getattr(als, name)
+        parts.append(f"{name}={value}" if isinstance(value, int) else f"{name}={value:.3g}")
+    return " ".join(parts)
+
+
+def search_key(config: SearchConfig, space: dict, split_digests: dict) -> str:
+    """What identifies a search for resuming: everything but ``max_evals`` and ``on_error``."""
+    ident = {k: v for k, v in config.as_params().items() if k not in ("max_evals", "on_error")}
+    ident["objective"] = config.metric
+    ident.update(space=space, split=split_digests, format=STATE_FORMAT)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def state_path(split_dir: str, key: str) -> str:
+    # "_" prefix: Hadoop/Spark readers of split_dir skip it
+    return fs.join(split_dir, "_searches", key, "state.json")
+
+
+# ---------------------------------------------------------------- running it
+
+
+def _read_state(spark, path: str, key: str) -> list[dict]:
+    if not fs.exists(spark, path):
+        return []
+    state = json.loads(fs.read_text(spark, path))
+    if state.get("key") != key or state.get("format") != STATE_FORMAT:
+        raise RecsysError(f"search state {path} belongs to another search; delete it to start over")
+    return list(state["trials"])
+
+
+def _write_state(spark, path: str, key: str, records: list[dict]) -> None:
+    fs.write_text(spark, path, json.dumps({"format": STATE_FORMAT, "key": key, "trials": records},
+                                          indent=1, sort_keys=True, allow_nan=False, default=str))
+
+
+def _rebuild_trials(records: list[dict]):
+    from hyperopt import JOB_STATE_DONE, STATUS_FAIL, STATUS_OK, Trials
+
+    trials = Trials()
+    for rec in records:
+        tid = rec["tid"]
+        misc = {"tid": tid, "cmd": ("domain_attachment", "FMinIter_Domain"), "workdir": None,
+                "idxs": {k: [tid] for k in rec["vals"]}, "vals": {k: [v] for k, v in rec["vals"].items()}}
+        result = ({"status": STATUS_OK, "loss": rec["loss"]} if rec["status"] == "ok"
+                  else {"status": STATUS_FAIL})
+        docs = trials.new_trial_docs([tid], [None], [result], [misc])
+        docs[0]["state"] = JOB_STATE_DONE
+        trials.insert_trial_docs(docs)
+    trials.refresh()
+    return trials
+
+
+def _finite_metrics(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+
+
+def run_search(spark, config: SearchConfig, space: dict, evaluate_trial, *, state_file: str, key: str,
+               progress=None) -> list[dict]:
+    """Run (or resume) the search; returns the first ``max_evals`` trial records, in order.
+
+    ``evaluate_trial(index, als_config)`` fits and evaluates one trial and returns
+    ``{"metrics": {...}, "run_id": str}``; an exception fails the trial (recorded with
+    ``status="failed"`` and its error) or, with ``on_error="abort"``, stops the search
+    unrecorded, so a rerun retries it. Records: ``tid, vals, params, status, loss, metrics,
+    run_id, error, seconds``.
+    """
+    import numpy as np
+    from hyperopt import STATUS_FAIL, STATUS_OK, fmin, tpe
+
+    say = progress or (lambda _m: None)
+    objective = config.objective_spec
+    records = _read_state(spark, state_file, key)
+    if records:
+        say(f"[search] resuming: {len(records)} finished trial(s) found in {state_file}")
+    trials = _rebuild_trials(records)
+    last: dict = {}
+
+    def fn(sampled):
+        index = len(trials.trials) - 1
+        als = trial_config(sampled, config)
+        start = time.time()
+        last.clear()
+        last.update(params=als.as_params(), run_id=None, metrics={}, error=None)
+        try:
+            out = evaluate_trial(index, als)
+            last.update(run_id=out.get("run_id"), metrics=_finite_metrics(out["metrics"]))
+            loss = objective.loss(out["metrics"])
+        except Exception as err:  # noqa: BLE001 - the policy decides; the error is recorded
+            last.update(error=f"{type(err).__name__}: {err}"[:2000], seconds=time.time() - start)
+            say(f"[search] trial {index} failed: {last['error'][:300]}")
+            if config.on_error == "abort":
+                raise
+            return {"status": STATUS_FAIL, "error": last["error"]}
+        last["seconds"] = time.time() - start
+        return {"status": STATUS_OK, "loss": loss}
+
+    domain_space = hyperopt_space(space)
+    algo = functools.partial(tpe.suggest, n_startup_jobs=TPE_STARTUP_TRIALS)
+    while len(records) < config.max_evals:
+        index = len(records)
+        fmin(fn, domain_space, algo=algo, max_evals=index + 1, trials=trials,
+             rstate=np.random.default_rng([config.seed, index]), show_progressbar=False,
+             verbose=False, return_argmin=False)
+        doc = trials.trials[-1]
+        vals = {k: float(v[0]) for k, v in doc["misc"]["vals"].items() if v}
+        ok = doc["result"]["status"] == STATUS_OK
+        records.append({"tid": int(doc["tid"]), "vals": vals, "params": last.get("params"),
+                        "status": "ok" if ok else "failed",
+                        "loss": float(doc["result"]["loss"]) if ok else None,
+                        "metrics": last.get("metrics", {}), "run_id": last.get("run_id"),
+                        "error": last.get("error"), "seconds": round(float(last.get("seconds", 0.0)), 3)})
+        _write_state(spark, state_file, key, records)
+        rec = records[-1]
+        value = rec["metrics"].get(objective.metric, float("nan"))
+        shown = f"{objective.metric}={value:.4f}" if ok else "FAILED"
+        say(f"[search] trial {index + 1}/{config.max_evals}: {rec['params']} -> {shown} "
+            f"({rec['seconds']:.1f}s)")
+    return records[: config.max_evals]
+
+
+def best_trial(records: list[dict], objective: Objective) -> dict | None:
+    """The finished trial with the best objective (earliest on ties); None when all failed."""
+    best = None
+    for rec in records:
+        if rec["status"] != "ok" or objective.metric not in rec["metrics"]:
+            continue
+        if best is None or objective.better(rec["metrics"][objective.metric],
+                                            best["metrics"][objective.metric]):
+            best = rec
+    return best
+
+
+def trials_table(records: list[dict]):
+    """A pandas DataFrame, one row per trial: index, status, params, val metrics, seconds, run id."""
+    import pandas as pd
+
+    rows = []
+    for i, rec in enumerate(records):
+        row = {"trial": i, "status": rec["status"], "run_id": rec["run_id"], "seconds": rec["seconds"]}
+        row.update(rec.get("params") or {})
+        row.update({f"val_{k}": v for k, v in (rec.get("metrics") or {}).items()})
+        row["error"] = rec.get("error") or ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@contextlib.contextmanager
+def released_caches(spark):
+    """Unpersist every RDD persisted inside the block (a trial's ALS factors, evaluation caches),
+    so a long search does not fill executor memory; what was cached before is left alone."""
+    jsc = spark.sparkContext._jsc
+    before = set(jsc.getPersistentRDDs().keys())
+    try:
+        yield
+    finally:
+        for rdd_id, rdd in list(jsc.getPersistentRDDs().items()):
+            if rdd_id not in before:
+                rdd.unpersist(False)

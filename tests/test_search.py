@@ -1,0 +1,149 @@
+"""The search library: space validation, the one objective, and resume after an interruption.
+
+These drive ``run_search`` with a cheap deterministic stand-in for a trial (no Spark), so the
+resume logic is checked on its own; tests/test_e2e_als.py runs real ALS trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from recsys.errors import RecsysError
+from recsys.search import (
+    Objective,
+    SearchConfig,
+    best_trial,
+    load_space,
+    run_search,
+    search_key,
+    trial_config,
+    trials_table,
+)
+
+SPACE_EXPLICIT = {"rank": {"dist": "qloguniform", "low": 2.0, "high": 32.0, "q": 1.0},
+                  "reg_param": {"dist": "loguniform", "low": 0.01, "high": 1.0}}
+
+
+def fake_rmse(als):
+    """A smooth bowl with its minimum at rank 8, reg_param 0.1."""
+    return 0.8 + 0.05 * (math.log(als.rank / 8)) ** 2 + 0.05 * (math.log(als.reg_param / 0.1)) ** 2
+
+
+def make_eval(calls, fail_at=None):
+    def evaluate_trial(index, als):
+        calls.append((index, als.rank, als.reg_param))
+        if fail_at is not None and index == fail_at:
+            raise RuntimeError(f"injected failure in trial {index}")
+        return {"metrics": {"rmse": fake_rmse(als), "precision_at_k": 0.1}, "run_id": f"run{index}"}
+
+    return evaluate_trial
+
+
+def test_objective_direction_drives_loss_and_best():
+    rmse, prec = Objective.for_search("rmse", "explicit"), Objective.for_search("auto", "implicit")
+    assert (rmse.metric, rmse.direction) == ("rmse", "min")
+    assert (prec.metric, prec.direction) == ("precision_at_k", "max")
+    assert rmse.loss({"rmse": 0.9}) == 0.9 and prec.loss({"precision_at_k": 0.2}) == -0.2
+    recs = [{"status": "ok", "metrics": {"rmse": 0.9, "precision_at_k": 0.3}},
+            {"status": "failed", "metrics": {}},
+            {"status": "ok", "metrics": {"rmse": 0.85, "precision_at_k": 0.1}}]
+    assert best_trial(recs, rmse) is recs[2]
+    assert best_trial(recs, prec) is recs[0]
+    with pytest.raises(ValueError):
+        rmse.loss({"rmse": float("nan")})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"feedback": "both"}, "feedback='both' is unknown"),
+    ({"objective": "auc"}, "objective='auc' is unknown"),
+    ({"feedback": "implicit", "objective": "rmse"}, "objective=rmse needs feedback=explicit"),
+    ({"max_evals": 0}, "max_evals=0 must be an integer >= 1"),
+    ({"on_error": "retry"}, "on_error='retry' is unknown"),
+    ({"k": 0}, "k=0 must be a positive integer"),
+])
+def test_search_config_errors(kwargs, message):
+    with pytest.raises(RecsysError, match=message):
+        SearchConfig(**kwargs)
+
+
+def test_space_yaml_is_validated(tmp_path):
+    good = load_space("experiments/search_space.yaml", "implicit")
+    assert set(good) == {"rank", "reg_param", "alpha"}
+    assert good["rank"]["dist"] == "qloguniform"
+    assert set(load_space("experiments/search_space.yaml", "explicit")) == {"rank", "reg_param"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("explicit:\n  reg_param: {dist: loguniform, low: 0, high: 1}\n")
+    with pytest.raises(RecsysError, match="explicit.reg_param: loguniform needs low > 0"):
+        load_space(str(bad), "explicit")
+    bad.write_text("explicit:\n  ranks: {dist: uniform, low: 1, high: 2}\n")
+    with pytest.raises(RecsysError, match="explicit.ranks: not a searchable ALS parameter"):
+        load_space(str(bad), "explicit")
+    with pytest.raises(RecsysError, match="file not found"):
+        load_space(str(tmp_path / "missing.yaml"), "explicit")
+
+
+def test_trial_config_rounds_rank_and_fixes_the_rest():
+    als = trial_config({"rank": 7.0, "reg_param": 0.05, "alpha": 3.0},
+                       SearchConfig(feedback="implicit", max_iter=3, seed=5))
+    assert (als.rank, als.reg_param, als.alpha, als.max_iter, als.implicit_prefs, als.seed) == \
+        (7, 0.05, 3.0, 3, True, 5)
+
+
+def _search(tmp_path, max_evals, calls, fail_at=None, on_error="continue", name="s"):
+    config = SearchConfig(max_evals=max_evals, max_iter=2, seed=3, on_error=on_error)
+    key = search_key(config, SPACE_EXPLICIT, {"train": "x"})
+    state = str(tmp_path / name / "state.json")
+    return run_search(None, config, SPACE_EXPLICIT, make_eval(calls, fail_at), state_file=state,
+                      key=key), state
+
+
+def test_failed_trial_continues_and_is_recorded(tmp_path):
+    calls = []
+    records, _ = _search(tmp_path, 3, calls, fail_at=1)
+    assert [r["status"] for r in records] == ["ok", "failed", "ok"]
+    assert "injected failure in trial 1" in records[1]["error"]
+    assert records[1]["loss"] is None
+    table = trials_table(records)
+    assert list(table["status"]) == ["ok", "failed", "ok"]
+    assert table.loc[0, "val_rmse"] == pytest.approx(records[0]["metrics"]["rmse"])
+
+
+def test_resume_after_abort_repeats_nothing_and_finds_the_same_best(tmp_path):
+    # uninterrupted reference
+    ref_calls = []
+    reference, _ = _search(tmp_path, 6, ref_calls, name="ref")
+    objective = SearchConfig().objective_spec
+
+    # interrupted: trial 2 aborts the search after two finished trials
+    calls = []
+    with pytest.raises(RuntimeError, match="injected failure in trial 2"):
+        _search(tmp_path, 6, calls, fail_at=2, on_error="abort", name="cut")
+    state = json.loads((tmp_path / "cut" / "state.json").read_text())
+    assert len(state["trials"]) == 2  # the aborted trial is not recorded: a rerun retries it
+
+    calls_after = []
+    resumed, _ = _search(tmp_path, 6, calls_after, name="cut")
+    assert [c[0] for c in calls_after] == [2, 3, 4, 5]  # finished trials are not rerun
+    assert [r["vals"] for r in resumed] == [r["vals"] for r in reference]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in reference])
+    assert best_trial(resumed, objective)["vals"] == best_trial(reference, objective)["vals"]
+    assert len({(r["vals"]["rank"], r["vals"]["reg_param"]) for r in resumed}) == 6
+
+    # a rerun of the finished search does nothing; a larger max_evals extends it
+    again = []
+    assert _search(tmp_path, 6, again, name="cut")[0] == resumed and again == []
+    more = []
+    extended, _ = _search(tmp_path, 7, more, name="cut")
+    assert [c[0] for c in more] == [6] and extended[:6] == resumed
+
+
+def test_state_of_another_search_is_refused(tmp_path):
+    calls = []
+    _, state = _search(tmp_path, 1, calls)
+    config = SearchConfig(max_evals=2, max_iter=3, seed=3)
+    other_key = search_key(config, SPACE_EXPLICIT, {"train": "x"})
+    with pytest.raises(RecsysError, match="belongs to another search"):
+        run_search(None, config, SPACE_EXPLICIT, make_eval(calls), state_file=state, key=other_key)
