@@ -12,7 +12,9 @@ import sys
 import click
 
 from recsys.constants import (
+    DEFAULT_K,
     DEFAULT_MIN_USER_RATINGS,
+    DEFAULT_RELEVANCE_THRESHOLD,
     DEFAULT_SEED,
     DEFAULT_SPLIT_DIR,
     DEFAULT_SPLIT_STRATEGY,
@@ -96,6 +98,150 @@ def split(data, split_dir, strategy, fractions, seed, min_user_ratings, overwrit
 
     run_job(jobs.split, data=data, split_dir=split_dir, strategy=strategy, fractions=fractions,
             seed=seed, min_user_ratings=min_user_ratings, overwrite=overwrite,
+            spark_master=spark_master, spark_conf=spark_conf)
+
+
+@main.command()
+@click.option("--output", default="outputs/synthetic/ml-synthetic", show_default=True,
+              help="Local folder, or a .zip file with --format zip.")
+@click.option("--n-users", default="10000", show_default=True, help="Number of users.")
+@click.option("--n-movies", default="20000", show_default=True, help="Number of movies.")
+@click.option("--n-ratings", default="1000000", show_default=True,
+              help="Target number of ratings (realised within ~1%).")
+@click.option("--seed", default=str(DEFAULT_SEED), show_default=True)
+@click.option("--rank", default="10", show_default=True, help="Latent factors behind the ratings.")
+@click.option("--noise", default="0.5", show_default=True, help="Rating noise (standard deviation).")
+@click.option("--n-twins", default="10", show_default=True, help="Planted near-duplicate users.")
+@click.option("--format", "format_", default="folder", show_default=True, help="folder or zip.")
+@click.option("--overwrite", type=click.BOOL, default=False, show_default=True,
+              help="Replace an existing output.")
+@spark_options
+def synthesize(output, n_users, n_movies, n_ratings, seed, rank, noise, n_twins, format_, overwrite,
+               spark_master, spark_conf):
+    """Write a synthetic MovieLens release (ratings, movies, tags, links) at any scale."""
+    from recsys import jobs
+
+    run_job(jobs.synthesize, output=output, n_users=n_users, n_movies=n_movies, n_ratings=n_ratings,
+            seed=seed, rank=rank, noise=noise, n_twins=n_twins, format=format_, overwrite=overwrite,
+            spark_master=spark_master, spark_conf=spark_conf)
+
+
+@main.command()
+@data_option
+@split_dir_option
+@click.option("--kind", default="count", show_default=True,
+              help="count (most rated) or damped_mean (Bayesian average rating).")
+@click.option("--damping", default="10", show_default=True,
+              help="damped_mean: pseudo-ratings at the global mean added to every movie (>= 0).")
+@click.option("--k", default=str(DEFAULT_K), show_default=True, help="List length K of the ranking metrics.")
+@click.option("--relevance-threshold", default=str(DEFAULT_RELEVANCE_THRESHOLD), show_default=True,
+              help="A held-out rating at least this high is relevant.")
+@click.option("--evaluate-test", default="false", show_default=True,
+              help="Also compute test metrics (true/false); keep off except for final candidates.")
+@spark_options
+def baseline(data, split_dir, kind, damping, k, relevance_threshold, evaluate_test,
+             spark_master, spark_conf):
+    """Popularity baseline and bias baseline, evaluated on the validation split."""
+    from recsys import jobs
+
+    run_job(jobs.baseline, data=data, split_dir=split_dir, kind=kind, damping=damping, k=k,
+            relevance_threshold=relevance_threshold, evaluate_test=evaluate_test,
+            spark_master=spark_master, spark_conf=spark_conf)
+
+
+@main.command()
+@data_option
+@split_dir_option
+@click.option("--rank", default="10", show_default=True, help="Latent factors (>= 1).")
+@click.option("--reg-param", default="0.1", show_default=True, help="L2 regularisation (>= 0).")
+@click.option("--max-iter", default="10", show_default=True, help="ALS sweeps (>= 1).")
+@click.option("--alpha", default="1.0", show_default=True, help="Implicit confidence weight (> 0).")
+@click.option("--implicit-prefs", default="false", show_default=True,
+              help="true: implicit-feedback ALS (ranking); false: explicit (ratings, RMSE).")
+@click.option("--nonnegative", default="false", show_default=True, help="Non-negative factors.")
+@click.option("--seed", default=str(DEFAULT_SEED), show_default=True)
+@click.option("--k", default=str(DEFAULT_K), show_default=True, help="Cut-off of the ranking metrics.")
+@click.option("--relevance-threshold", default=str(DEFAULT_RELEVANCE_THRESHOLD), show_default=True,
+              help="Held-out ratings at least this are relevant.")
+@spark_options
+def als(data, split_dir, rank, reg_param, max_iter, alpha, implicit_prefs, nonnegative, seed, k,
+        relevance_threshold, spark_master, spark_conf):
+    """Fit one ALS model, evaluate it on validation, log it to MLflow."""
+    from recsys import jobs
+
+    run_job(jobs.als, data=data, split_dir=split_dir, rank=rank, reg_param=reg_param,
+            max_iter=max_iter, alpha=alpha, implicit_prefs=implicit_prefs, nonnegative=nonnegative,
+            seed=seed, k=k, relevance_threshold=relevance_threshold, spark_master=spark_master,
+            spark_conf=spark_conf)
+
+
+@main.command("als-search")
+@data_option
+@split_dir_option
+@click.option("--feedback", default="explicit", show_default=True, help="explicit or implicit.")
+@click.option("--objective", default="auto", show_default=True,
+              help="rmse, precision_at_k, ndcg_at_k or map_at_k; auto = rmse (explicit), "
+                   "precision_at_k (implicit).")
+@click.option("--max-evals", default="20", show_default=True, help="Number of trials.")
+@click.option("--max-iter", default="10", show_default=True, help="ALS sweeps per trial.")
+@click.option("--k", default=str(DEFAULT_K), show_default=True, help="Cut-off of the ranking metrics.")
+@click.option("--relevance-threshold", default=str(DEFAULT_RELEVANCE_THRESHOLD), show_default=True)
+@click.option("--seed", default=str(DEFAULT_SEED), show_default=True, help="Seed of TPE and ALS.")
+@click.option("--on-error", default="continue", show_default=True,
+              help="A failing trial: continue (recorded FAILED) or abort.")
+@click.option("--space", default="experiments/search_space.yaml", show_default=True,
+              help="Search space YAML (explicit/implicit sections).")
+@spark_options
+def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, relevance_threshold,
+               seed, on_error, space, spark_master, spark_conf):
+    """Hyperopt TPE search over ALS; one nested run per trial; resumable."""
+    from recsys import jobs
+
+    run_job(jobs.als_search, data=data, split_dir=split_dir, feedback=feedback, objective=objective,
+            max_evals=max_evals, max_iter=max_iter, k=k, relevance_threshold=relevance_threshold,
+            seed=seed, on_error=on_error, space=space, spark_master=spark_master,
+            spark_conf=spark_conf)
+
+
+@main.command()
+@click.option("--run-id", default="", help="als_search run (default: the latest finished one).")
+@click.option("--model-name", default="recsys-als", show_default=True)
+@click.option("--force", default="false", show_default=True,
+              help="true: make the candidate champion even if it does not beat the champion.")
+def promote(run_id, model_name, force):
+    """Register a search's best model; move @champion only if it beats the champion on test."""
+    from recsys import jobs
+
+    run_job(jobs.promote, run_id=run_id, model_name=model_name, force=force)
+
+
+@main.command()
+@data_option
+@click.option("--min-ratings", default="20", show_default=True,
+              help="Users who rated fewer movies are left out (>= 1).")
+@click.option("--n-pairs", default="100", show_default=True, help="Top pairs to return (1..10000).")
+@click.option("--n-hashes", default="128", show_default=True, help="MinHash functions per user (1..1024).")
+@click.option("--method", default="banded", show_default=True, help="banded, approx_join or exact.")
+@click.option("--target-similarity", default="0.5", show_default=True,
+              help="banded: pairs at least this similar are candidates with probability >= 0.99; in (0, 1).")
+@click.option("--bucket-cap", default="500", show_default=True,
+              help="banded: buckets with more users are split into sub-buckets of this size (>= 2).")
+@click.option("--n-random", default="100", show_default=True,
+              help="Random user pairs the twins are compared with (0..10000).")
+@click.option("--min-common", default="2", show_default=True,
+              help="Fewest co-rated movies for a Pearson correlation (>= 2).")
+@click.option("--compare-exact", default="false", show_default=True,
+              help="Also compute the exact top pairs and log the recall (true/false).")
+@click.option("--seed", default=str(DEFAULT_SEED), show_default=True)
+@spark_options
+def twins(data, min_ratings, n_pairs, n_hashes, method, target_similarity, bucket_cap, n_random,
+          min_common, compare_exact, seed, spark_master, spark_conf):
+    """Movie twins: most similar user pairs by MinHash LSH, validated with Pearson correlations."""
+    from recsys import jobs
+
+    run_job(jobs.twins, data=data, min_ratings=min_ratings, n_pairs=n_pairs, n_hashes=n_hashes,
+            method=method, target_similarity=target_similarity, bucket_cap=bucket_cap, n_random=n_random,
+            min_common=min_common, compare_exact=compare_exact, seed=seed,
             spark_master=spark_master, spark_conf=spark_conf)
 
 

@@ -21,3 +21,15 @@ SPLIT_PARTS = ("train", "validation", "test")
 #: Ratings in MovieLens are 0.5 to 5.0 in half-star steps.
 MIN_RATING = 0.5
 MAX_RATING = 5.0
+
+# Evaluation metric keys (recsys.evaluation returns them unprefixed; jobs log them as
+# val_<key> and test_<key>).
+RMSE = "rmse"
+MAE = "mae"
+COVERAGE = "coverage"
+PRECISION = "precision_at_k"
+RECALL = "recall_at_k"
+NDCG = "ndcg_at_k"
+MAP = "map_at_k"
+N_USERS = "n_users_evaluated"
+N_USERS_NO_RELEVANT = "n_users_no_relevant"

@@ -17,7 +17,13 @@ import traceback
 import warnings
 
 from recsys import __version__, fs
-from recsys.constants import DEFAULT_SPLIT_DIR, SPLIT_PARTS
+from recsys.constants import (
+    DEFAULT_K,
+    DEFAULT_RELEVANCE_THRESHOLD,
+    DEFAULT_SEED,
+    DEFAULT_SPLIT_DIR,
+    SPLIT_PARTS,
+)
 
 BUNDLED = "bundled"
 
@@ -186,6 +192,530 @@ def temp_artifact_dir():
     return tempfile.TemporaryDirectory(prefix="recsys-artifacts-")
 
 
+# ---------------------------------------------------------------- synthesize
+
+
+def synthesize(output="outputs/synthetic/ml-synthetic", n_users=10_000, n_movies=20_000,
+               n_ratings=1_000_000, seed=42, rank=10, noise=0.5, n_twins=10, format="folder",
+               overwrite=False, spark_master=None, spark_conf=()):
+    """`synthesize` entry point: a MovieLens-shaped release at any scale (recsys.data.synthetic).
+
+    Logs: params (the config and ``output``), metrics ``ratings``, ``users``,
+    ``ratings_per_user_median|p90|max``, ``item_gini``, ``rating_mean``, ``rating_share_<r>``,
+    ``generate_seconds``, ``synthesize_seconds``; artifacts ``planted_twins.json`` and
+    ``synthetic_stats.json``. Returns the statistics dict.
+    """
+    import mlflow
+
+    from recsys.data.synthetic import SyntheticConfig, generate
+
+    with stage_run("synthesize"):
+        config = SyntheticConfig(n_users=n_users, n_movies=n_movies, n_ratings=n_ratings, seed=seed,
+                                 rank=rank, noise=noise, n_twins=n_twins, format=format)
+        mlflow.log_params({**config.as_params(), "output": output})
+        spark = spark_session(spark_master, spark_conf)
+        stats = generate(spark, config, output, overwrite=bool(overwrite), progress=say)
+        metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and k != "seconds"}
+        metrics.update({f"rating_share_{k.replace('.', '_')}": v
+                        for k, v in stats["rating_histogram"].items()})
+        metrics["synthesize_seconds"] = stats["seconds"]
+        mlflow.log_metrics(metrics)
+        log_json(stats["planted_twins"], "planted_twins.json")
+        log_json(stats, "synthetic_stats.json")
+        return stats
+
+
+# ---------------------------------------------------------------- als, als_search, promote
+
+#: Artifact name of every logged ALS model (runs:/<id>/model).
+ALS_MODEL_ARTIFACT = "model"
+TAG_FEEDBACK, TAG_OBJECTIVE, TAG_SPLIT = "recsys.feedback", "recsys.objective", "recsys.split_digest"
+TAG_SEARCH_KEY, TAG_BEST_RUN = "recsys.search_key", "recsys.best_run_id"
+#: The `main` pipeline's search: small enough for "run the main job" on a laptop.
+MAIN_SEARCH_MAX_EVALS, MAIN_SEARCH_MAX_ITER = 8, 10
+
+
+def split_digest(manifest: dict) -> str:
+    """A short key of a split's content (its partitions' digests): equal digests, same test set."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(manifest.get("digests", {}), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def log_new_params(params: dict) -> None:
+    """Log params, skipping keys the run already has: under ``mlflow run`` MLflow has logged the
+    raw entry-point values (``"true"``, ``"4"``), and MLflow refuses to change a param's text."""
+    import mlflow
+
+    run = mlflow.active_run()
+    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params if run else {}
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+
+
+def _finite(metrics: dict, prefix: str = "") -> dict:
+    import math
+
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))}
+
+
+def log_als_model(recommender, fallback, input_example: bool = True) -> None:
+    """Log ``recommender.serving_model(fallback)`` as artifact ``model`` (spark flavor; loads with
+    ``mlflow.pyfunc.load_model``: a pandas ``userId, movieId`` frame -> one double per row).
+
+    The signature and pip requirements are given, not inferred: inferring requirements loads
+    the model again in a subprocess (~16 s per model).
+    """
+    import mlflow
+    import pandas as pd
+    import pyspark
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from recsys.constants import ITEM_COL, USER_COL
+
+    signature = ModelSignature(inputs=Schema([ColSpec("long", USER_COL), ColSpec("long", ITEM_COL)]),
+                               outputs=Schema([ColSpec("double")]))
+    example = pd.DataFrame({USER_COL: [1, 1, 2], ITEM_COL: [1, 2, 3]}) if input_example else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.spark.log_model(recommender.serving_model(fallback), ALS_MODEL_ARTIFACT,
+                               signature=signature, input_example=example,
+                               pip_requirements=[f"pyspark=={pyspark.__version__}",
+                                                 f"mlflow=={mlflow.__version__}"])
+
+
+def fit_and_judge(als_config, train, heldout, fallback, *, k, relevance_threshold):
+    """Fit one ALS on ``train`` and evaluate it on ``heldout``: ``(recommender, metrics, seconds)``."""
+    from recsys.evaluation import evaluate
+    from recsys.models.als import ALSRecommender
+
+    start = time.time()
+    recommender = ALSRecommender(als_config).fit(train)
+    fit_seconds = time.time() - start
+    metrics = evaluate(recommender, train, heldout, k=k, relevance_threshold=relevance_threshold,
+                       fallback=fallback)
+    eval_seconds = time.time() - start - fit_seconds
+    return recommender, metrics, {"fit_seconds": fit_seconds, "eval_seconds": eval_seconds}
+
+
+def _cached_split(spark, data, split_dir):
+    """The split read once, train and validation cached and materialised, plus the bias fallback."""
+    from recsys.evaluation import BiasBaseline
+
+    loaded = ensure_split(spark, data, split_dir)
+    train, validation = loaded.train.cache(), loaded.validation.cache()
+    train.count(), validation.count()
+    fallback = BiasBaseline().fit(train)
+    fallback.user_bias.count(), fallback.item_bias.count()
+    return loaded, train, validation, fallback
+
+
+def als(data=None, split_dir=DEFAULT_SPLIT_DIR, rank=10, reg_param=0.1, max_iter=10, alpha=1.0,
+        implicit_prefs=False, nonnegative=False, seed=DEFAULT_SEED, k=DEFAULT_K,
+        relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD, spark_master=None, spark_conf=()):
+    """`als` entry point: fit one ALS on train, judge it on validation, log the model.
+
+    Logs: params (every ``ALSConfig`` field, ``k``, ``relevance_threshold``, ``data``,
+    ``split_dir``); tags ``recsys.feedback`` (explicit/implicit) and ``recsys.split_digest``;
+    metrics ``val_*`` (rmse, mae, coverage only in explicit mode; precision/recall/ndcg/map@k
+    always), ``fit_seconds``, ``eval_seconds``, ``log_model_seconds``; artifact ``model`` (see
+    :func:`log_als_model`). Returns ``{"run_id", "metrics"}``.
+    """
+    import mlflow
+
+    from recsys.evaluation import check_eval_params
+    from recsys.models.als import ALSConfig
+
+    with stage_run("als") as run:
+        config = ALSConfig(rank=rank, reg_param=reg_param, max_iter=max_iter, alpha=alpha,
+                           implicit_prefs=implicit_prefs, nonnegative=nonnegative, seed=seed)
+        k, relevance_threshold = check_eval_params(k, relevance_threshold)
+        log_new_params({**config.as_params(), "k": k, "relevance_threshold": relevance_threshold,
+                        "data": data or BUNDLED, "split_dir": split_dir})
+        mlflow.set_tag(TAG_FEEDBACK, config.feedback)
+        spark = spark_session(spark_master, spark_conf)
+        loaded, train, validation, fallback = _cached_split(spark, data, split_dir)
+        mlflow.set_tag(TAG_SPLIT, split_digest(loaded.manifest))
+        say(f"[als] {config.feedback} ALS {config.as_params()}")
+        recommender, metrics, seconds = fit_and_judge(config, train, validation, fallback, k=k,
+                                                      relevance_threshold=relevance_threshold)
+        start = time.time()
+        log_als_model(recommender, fallback)
+        seconds["log_model_seconds"] = time.time() - start
+        mlflow.log_metrics({**_finite(metrics, "val_"), **seconds})
+        shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if not key.startswith("n_"))
+        say(f"[als] validation: {shown} (fit {seconds['fit_seconds']:.1f}s)")
+        return {"run_id": run.info.run_id, "metrics": metrics}
+
+
+def _log_baselines(train, validation, test, fallback, k, relevance_threshold) -> dict:
+    """Popularity (count) ranking metrics and the bias baseline's RMSE, on validation and test."""
+    from recsys.evaluation import evaluate, rating_metrics
+    from recsys.models.popularity import PopularityRecommender
+
+    popularity = PopularityRecommender(kind="count").fit(train)
+    out = {}
+    for part, heldout in (("val", validation), ("test", test)):
+        metrics = evaluate(popularity, train, heldout, k=k, relevance_threshold=relevance_threshold)
+        metrics.update(rating_metrics(fallback.predict(heldout)))
+        out.update(_finite(metrics, f"baseline_{part}_"))
+    return out
+
+
+def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", objective="auto",
+               max_evals=20, max_iter=10, k=DEFAULT_K, relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD,
+               seed=DEFAULT_SEED, on_error="continue", space="experiments/search_space.yaml",
+               spark_master=None, spark_conf=()):
+    """`als_search` entry point: Hyperopt TPE over ALS hyper-parameters (see recsys.search).
+
+    One parent run; one nested child run per trial (named by its searched values) with the
+    trial's params, ``val_*`` metrics, ``fit_seconds``/``eval_seconds`` and its ``model``. The
+    split is read, cached and its bias fallback fitted once; each trial unpersists what it
+    cached. Rerun with the same parameters to resume an interrupted search.
+
+    Parent logs: params (the ``SearchConfig``, ``space``, ``data``, ``split_dir``,
+    ``search_key``, ``best_<param>``); tags ``recsys.feedback``, ``recsys.objective``,
+    ``recsys.best_run_id``, ``recsys.split_digest``; metrics ``val_*`` and ``test_*`` of the best
+    trial (test also on the best child run), ``baseline_val_*``/``baseline_test_*`` (popularity
+    by count; ``rmse`` is the bias baseline's), ``trials_ok``, ``trials_failed``,
+    ``search_seconds``; artifacts ``trials.csv``, ``best.json``, ``search_space.yaml``,
+    ``plots/search_landscape.png``, ``plots/objective_per_trial.png``. Returns a summary dict.
+    """
+    import mlflow
+
+    from recsys import plots
+    from recsys.evaluation import evaluate
+    from recsys.models.als import ALSConfig, ALSRecommender
+    from recsys.search import (
+        SearchConfig,
+        best_trial,
+        load_space,
+        released_caches,
+        resolve_space_path,
+        run_search,
+        search_key,
+        state_path,
+        trial_name,
+        trials_table,
+    )
+
+    with stage_run("als_search") as parent:
+        started = time.time()
+        config = SearchConfig(feedback=feedback, objective=objective, max_evals=max_evals,
+                              max_iter=max_iter, k=k, relevance_threshold=relevance_threshold,
+                              seed=seed, on_error=on_error)
+        objective_spec = config.objective_spec
+        search_space = load_space(space, config.feedback)
+        spark = spark_session(spark_master, spark_conf)
+        loaded, train, validation, fallback = _cached_split(spark, data, split_dir)
+        key = search_key(config, search_space, loaded.manifest.get("digests", {}))
+        digest = split_digest(loaded.manifest)
+        parent_id = parent.info.run_id
+        log_new_params({**config.as_params(), "space": space, "data": data or BUNDLED,
+                        "split_dir": split_dir, "search_key": key})
+        mlflow.set_tags({TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric,
+                         TAG_SEARCH_KEY: key, TAG_SPLIT: digest})
+        mlflow.log_artifact(resolve_space_path(space))
+        client = mlflow.MlflowClient()
+        _kill_stale_trials(client, parent.info.experiment_id, key)
+        say(f"[als_search] {config.feedback} ALS, objective {config.metric} "
+            f"({objective_spec.direction}imise), {config.max_evals} trials, key {key}")
+
+        baselines = _log_baselines(train, validation, loaded.test, fallback, config.k,
+                                   config.relevance_threshold)
+        mlflow.log_metrics(baselines)
+
+        def evaluate_trial(index, als_config):
+            with stage_run("als_trial", run_name=trial_name(als_config, search_space)) as child:
+                mlflow.set_tags({TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric,
+                                 TAG_SEARCH_KEY: key, TAG_SPLIT: digest, "recsys.trial": str(index)})
+                mlflow.log_params({**als_config.as_params(), "k": config.k,
+                                   "relevance_threshold": config.relevance_threshold})
+                with released_caches(spark):
+                    recommender, metrics, seconds = fit_and_judge(
+                        als_config, train, validation, fallback, k=config.k,
+                        relevance_threshold=config.relevance_threshold)
+                    mlflow.log_metrics({**_finite(metrics, "val_"), **seconds})
+                    log_als_model(recommender, fallback)
+                return {"metrics": metrics, "run_id": child.info.run_id}
+
+        records = run_search(spark, config, search_space, evaluate_trial,
+                             state_file=state_path(split_dir, key), key=key, progress=say)
+        _adopt_trials(client, records, parent_id)
+        table = trials_table(records)
+        best = best_trial(records, objective_spec)
+        ok = sum(r["status"] == "ok" for r in records)
+        mlflow.log_metrics({"trials_ok": ok, "trials_failed": len(records) - ok,
+                            "search_seconds": time.time() - started})
+        with temp_artifact_dir() as tmp:
+            table.to_csv(os.path.join(tmp, "trials.csv"), index=False)
+            mlflow.log_artifact(os.path.join(tmp, "trials.csv"))
+            plot_dir = os.path.join(tmp, "plots")
+            os.makedirs(plot_dir)
+            plots.search_landscape(table, config.metric, objective_spec.direction,
+                                   os.path.join(plot_dir, "search_landscape.png"))
+            reference = baselines.get(f"baseline_val_{config.metric}")
+            label = "bias baseline" if config.metric == "rmse" else "popularity (count)"
+            plots.objective_per_trial(table, config.metric, objective_spec.direction, reference, label,
+                                      os.path.join(plot_dir, "objective_per_trial.png"))
+            mlflow.log_artifacts(plot_dir, "plots")
+        if best is None:
+            from recsys.errors import RecsysError
+
+            raise RecsysError(f"all {len(records)} trials failed; first error: {records[0]['error']}")
+
+        mlflow.set_tag(TAG_BEST_RUN, best["run_id"])
+        mlflow.log_params({f"best_{name}": value for name, value in best["params"].items()})
+        mlflow.log_metrics(_finite(best["metrics"], "val_"))
+        # test numbers, once, for the one model that is a candidate for promotion
+        best_config = ALSConfig(**best["params"])
+        pipeline_model = mlflow.spark.load_model(f"runs:/{best['run_id']}/{ALS_MODEL_ARTIFACT}")
+        recommender = ALSRecommender.from_serving_model(pipeline_model, best_config)
+        test_metrics = evaluate(recommender, train, loaded.test, k=config.k,
+                                relevance_threshold=config.relevance_threshold, fallback=fallback)
+        mlflow.log_metrics(_finite(test_metrics, "test_"))
+        for name, value in _finite(test_metrics, "test_").items():
+            client.log_metric(best["run_id"], name, value)
+        summary = {"run_id": parent_id, "best_run_id": best["run_id"], "best_params": best["params"],
+                   "val": best["metrics"], "test": test_metrics, "baselines": baselines,
+                   "objective": config.metric, "trials_ok": ok, "trials": len(records)}
+        log_json(summary, "best.json")
+        metric = config.metric
+        say(f"[als_search] best {metric}: val {best['metrics'][metric]:.4f}, test "
+            f"{test_metrics.get(metric, float('nan')):.4f} (baseline val "
+            f"{baselines.get(f'baseline_val_{metric}', float('nan')):.4f}) with {best['params']}")
+        return summary
+
+
+def _kill_stale_trials(client, experiment_id, key):
+    """Trial runs left RUNNING by a killed search of the same key: mark them KILLED (the
+    resumed search reruns those trials)."""
+    stale = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_SEARCH_KEY}` = '{key}' and "
+                                       "tags.`recsys.stage` = 'als_trial' and attributes.status = 'RUNNING'")
+    for run in stale:
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _adopt_trials(client, records, parent_id):
+    """Trials finished under an earlier (interrupted) parent run move under this one, so the
+    finished search shows all its trials; the old parent is kept in ``recsys.first_parent_run_id``."""
+    for rec in records:
+        if not rec.get("run_id"):
+            continue
+        run = client.get_run(rec["run_id"])
+        old = run.data.tags.get("mlflow.parentRunId")
+        if old != parent_id:
+            client.set_tag(rec["run_id"], "recsys.first_parent_run_id", old or "")
+            client.set_tag(rec["run_id"], "mlflow.parentRunId", parent_id)
+
+
+def promote(run_id="", model_name="recsys-als", force=False):
+    """`promote` entry point: register a search's best model and move aliases (recsys.registry).
+
+    ``run_id``: an als_search run (default: the latest finished one in the experiment) or a run
+    with a ``model`` and ``test_*`` metrics. Logs params ``run_id`` (as given), ``source_run_id``
+    (resolved), ``model_run_id``,
+    ``model_name``, ``force``; metrics ``candidate_test_<objective>``, ``champion_test_<objective>``
+    (the champion before this run), ``model_version``; tag ``recsys.decision``
+    (promoted/kept/already_champion); artifact ``promotion.json``. Returns that dict.
+    """
+    import mlflow
+
+    from recsys import registry
+    from recsys.models.als import _as_bool
+
+    with stage_run("promote") as run:
+        force = _as_bool("force", force)
+        client = mlflow.MlflowClient()
+        candidate = registry.find_candidate(client, run.info.experiment_id, run_id or "")
+        log_new_params({"run_id": run_id or "", "source_run_id": candidate.source_run_id,
+                        "model_run_id": candidate.model_run_id, "model_name": model_name, "force": force})
+        result = registry.promote(client, candidate, model_name, force=force)
+        metric = result["objective"]
+        metrics = {f"candidate_test_{metric}": result["candidate_score"], "model_version": result["version"]}
+        if result["champion_score"] is not None:
+            metrics[f"champion_test_{metric}"] = result["champion_score"]
+        mlflow.log_metrics(metrics)
+        mlflow.set_tag("recsys.decision", result["decision"])
+        log_json(result, "promotion.json")
+        say(f"[promote] {model_name} v{result['version']} "
+            f"({'registered' if result['registered'] else 'already registered'}): "
+            f"{result['decision']} - {result['reason']}")
+        return result
+
+
+# ---------------------------------------------------------------- baseline
+
+
+def _as_bool(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    from recsys.errors import RecsysError
+
+    raise RecsysError(f"{name}={value!r} must be true or false")
+
+
+def _log_new_params(params: dict) -> None:
+    """Log params the run does not have yet. Under ``mlflow run`` the MLproject parameters are
+    already logged as the user typed them (``10.0``); logging ``10`` again would be an error."""
+    import mlflow
+
+    run = mlflow.active_run()
+    have = mlflow.get_run(run.info.run_id).data.params if run else {}
+    mlflow.log_params({key: value for key, value in params.items() if key not in have})
+
+
+def baseline(data=None, split_dir=DEFAULT_SPLIT_DIR, kind="count", damping=10.0, k=DEFAULT_K,
+             relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD, evaluate_test=False,
+             spark_master=None, spark_conf=()):
+    """`baseline` entry point: a popularity recommender judged by ``recsys.evaluation``.
+
+    Logs: params (``kind``, ``damping``, ``k``, ``relevance_threshold``, ``evaluate_test``,
+    ``bias_damping``, ``data``, ``split_dir``); metrics ``val_<key>`` of the popularity model
+    (keys of ``recsys.constants``: rmse/mae/coverage only for ``damped_mean``),
+    ``val_bias_rmse`` / ``val_bias_mae`` of the bias baseline, the same with ``test_`` only
+    when ``evaluate_test``, ``fit_seconds``, ``eval_seconds``; artifacts ``top100.csv`` (rank,
+    movieId, title, genres, n_ratings, mean_rating, score) and ``metrics.png``. Returns the
+    logged metrics.
+    """
+    import mlflow
+
+    from recsys import plots
+    from recsys.constants import ITEM_COL
+    from recsys.data.movielens import load_movielens
+    from recsys.evaluation import BiasBaseline, check_eval_params, evaluate, rating_metrics
+    from recsys.models.popularity import PopularityConfig, PopularityRecommender
+
+    with stage_run("baseline", run_name=f"baseline-{kind}"):
+        config = PopularityConfig(kind=kind, damping=damping)
+        k, relevance_threshold = check_eval_params(k, relevance_threshold)
+        evaluate_test = _as_bool("evaluate_test", evaluate_test)
+        bias = BiasBaseline()
+        _log_new_params({**config.as_params(), "k": k, "relevance_threshold": relevance_threshold,
+                         "evaluate_test": str(evaluate_test).lower(), "bias_damping": bias.damping,
+                         "data": data or BUNDLED, "split_dir": split_dir})
+        spark = spark_session(spark_master, spark_conf)
+        parts = ensure_split(spark, data, split_dir)
+
+        start = time.time()
+        model = PopularityRecommender(config).fit(parts.train)
+        bias.fit(parts.train)
+        metrics = {"fit_seconds": time.time() - start}
+        say(f"[baseline] fitted {model.name} and the bias baseline in {metrics['fit_seconds']:.1f}s")
+
+        start = time.time()
+        held = [("val", parts.validation)] + ([("test", parts.test)] if evaluate_test else [])
+        for prefix, heldout in held:
+            found = evaluate(model, parts.train, heldout, k=k, relevance_threshold=relevance_threshold,
+                             fallback=bias, progress=say)
+            metrics.update({f"{prefix}_{key}": value for key, value in found.items()})
+            found = rating_metrics(bias.predict(heldout))
+            metrics.update({f"{prefix}_bias_{key}": value for key, value in found.items()})
+        metrics["eval_seconds"] = time.time() - start
+        mlflow.log_metrics(metrics)
+        say("[baseline] " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(metrics.items())))
+
+        movies = load_movielens(spark, data_source(data), progress=say).movies
+        top = (model.ranking(100).join(movies.select(ITEM_COL, "title", "genres"), ITEM_COL, "left")
+               .selectExpr("rank", ITEM_COL, "title", "genres", "n AS n_ratings",
+                           "mean AS mean_rating", "score")
+               .orderBy("rank").toPandas())  # 100 rows
+        plotted = {key: value for key, value in metrics.items()
+                   if key.startswith("val_") and "n_users" not in key}
+        with temp_artifact_dir() as tmp:
+            top.to_csv(os.path.join(tmp, "top100.csv"), index=False)
+            plots.metrics_bar(plotted, os.path.join(tmp, "metrics.png"),
+                              title=f"{model.name}: validation metrics (K={k})")
+            mlflow.log_artifact(os.path.join(tmp, "top100.csv"))
+            mlflow.log_artifact(os.path.join(tmp, "metrics.png"))
+        return metrics
+
+
+# ---------------------------------------------------------------- twins
+
+
+def twins(data=None, min_ratings=20, n_pairs=100, n_hashes=128, method="banded", target_similarity=0.5,
+          bucket_cap=500, n_random=100, min_common=2, compare_exact=False, seed=42,
+          spark_master=None, spark_conf=()):
+    """`twins` entry point: "movie twins" by MinHash LSH on the whole ratings set, validated by
+    the Pearson correlation of their ratings against random pairs (``recsys.twins``).
+
+    Logs: params (every ``TwinsConfig`` field, ``data``); metrics ``users_kept``,
+    ``users_left_out``, ``movies``, ``candidate_pairs``, ``bands``, ``rows``, bucket sizes,
+    ``recall`` (with ``compare_exact``), ``top_jaccard`` / ``last_jaccard``, ``twins_pearson_*``,
+    ``random_pearson_*`` (count, defined, undefined, mean, median, std, ci_low, ci_high),
+    ``pearson_difference``, ``pearson_diff_ci_low|high``, ``pearson_p_value`` and
+    ``<stage>_seconds``; artifacts ``twins.csv`` (rank, userA, userB, jaccard, size_a, size_b,
+    common, pearson), ``random_pairs.csv``, ``validation.json``, ``twins_pearson_hist.png``,
+    ``twins_jaccard.png`` (and ``exact_twins.csv`` with ``compare_exact``). Returns the metrics.
+    """
+    import mlflow
+    import pandas as pd
+
+    from recsys import plots
+    from recsys.data.movielens import load_movielens
+    from recsys.twins import TwinsConfig, find_twins, validate_twins
+
+    with stage_run("twins", run_name=f"twins-{method}"):
+        config = TwinsConfig(min_ratings=min_ratings, n_pairs=n_pairs, n_hashes=n_hashes, method=method,
+                             target_similarity=target_similarity, bucket_cap=bucket_cap,
+                             n_random=n_random, min_common=min_common, compare_exact=compare_exact,
+                             seed=seed)
+        _log_new_params({**config.as_params(), "data": data or BUNDLED})
+        start = time.time()
+        spark = spark_session(spark_master, spark_conf)
+        ratings = load_movielens(spark, data_source(data), progress=say).ratings
+        metrics = {"load_seconds": time.time() - start}
+        result = find_twins(ratings, config, progress=say)
+        twins_rows, random_rows, validation = validate_twins(spark, ratings, result, config, progress=say)
+        metrics.update({key: float(value) for key, value in result.stats.items()})
+        metrics["validation_seconds"] = validation["seconds"]
+        if twins_rows:
+            metrics["top_jaccard"] = twins_rows[0]["jaccard"]
+            metrics["last_jaccard"] = twins_rows[-1]["jaccard"]
+        for group in ("twins", "random"):
+            metrics.update({f"{group}_pearson_{key}": value for key, value in validation[group].items()
+                            if value is not None})
+        metrics.update({f"pearson_{key}": value for key, value in validation["comparison"].items()
+                        if value is not None})
+        metrics["total_seconds"] = time.time() - start
+        mlflow.log_metrics(metrics)
+        validation = {**validation, "top_pair": twins_rows[0] if twins_rows else None,
+                      "stats": result.stats, "config": config.as_params()}
+        with temp_artifact_dir() as tmp:
+            table = pd.DataFrame(twins_rows, columns=["userA", "userB", "jaccard", "size_a", "size_b",
+                                                      "common", "pearson"])
+            table.insert(0, "rank", range(1, len(table) + 1))
+            files = {"twins.csv": table,
+                     "random_pairs.csv": pd.DataFrame(random_rows,
+                                                      columns=["userA", "userB", "common", "pearson"])}
+            if result.exact_top is not None:
+                files["exact_twins.csv"] = pd.DataFrame(result.exact_top)
+            for name, frame in files.items():
+                frame.to_csv(os.path.join(tmp, name), index=False)
+            plots.twins_pearson_hist([r["pearson"] for r in twins_rows], [r["pearson"] for r in random_rows],
+                                     os.path.join(tmp, "twins_pearson_hist.png"))
+            plots.twins_jaccard([r["jaccard"] for r in twins_rows], os.path.join(tmp, "twins_jaccard.png"),
+                                title=f"top {len(twins_rows)} pairs by exact Jaccard ({config.method})")
+            for name in [*files, "twins_pearson_hist.png", "twins_jaccard.png"]:
+                mlflow.log_artifact(os.path.join(tmp, name))
+        log_json(validation, "validation.json")
+        top = twins_rows[0] if twins_rows else None
+        if top:
+            say(f"[twins] top pair {top['userA']}-{top['userB']} Jaccard {top['jaccard']:.3f}; mean "
+                f"Pearson twins {validation['twins']['mean']}, random {validation['random']['mean']}, "
+                f"p={validation['comparison']['p_value']}")
+        say(f"[twins] done in {metrics['total_seconds']:.1f}s")
+        return metrics
+
+
 # ---------------------------------------------------------------- main pipeline
 
 
@@ -193,3 +723,8 @@ def pipeline(data=None, split_dir=DEFAULT_SPLIT_DIR, spark_master=None, spark_co
     """`main` entry point: every stage in order, each a nested run under one parent run."""
     with stage_run("main", {"data": data or BUNDLED, "split_dir": split_dir}):
         split(data=data, split_dir=split_dir, spark_master=spark_master, spark_conf=spark_conf)
+        baseline(data=data, split_dir=split_dir, spark_master=spark_master, spark_conf=spark_conf)
+        search = als_search(data=data, split_dir=split_dir, max_evals=MAIN_SEARCH_MAX_EVALS,
+                            max_iter=MAIN_SEARCH_MAX_ITER, spark_master=spark_master, spark_conf=spark_conf)
+        promote(run_id=search["run_id"])
+        twins(data=data, spark_master=spark_master, spark_conf=spark_conf)

@@ -105,3 +105,37 @@ def test_split_bad_input(case, tmp_path, spark, monkeypatch):
     assert fragment in run.data.tags["recsys.error"]
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("split.")]
+
+
+# Parameter errors of the other entry points: (argv after the command, fragment). They must be
+# caught before any work starts, so not even the default split is created.
+PARAM_CASES = {
+    "baseline_k_zero": (["baseline", "--k", "0"], "k='0' must be a positive integer"),
+    "baseline_threshold": (["baseline", "--relevance-threshold", "7"], "relevance_threshold='7' must be in"),
+    "baseline_kind": (["baseline", "--kind", "newest"], "kind='newest' is unknown; allowed: count"),
+    "baseline_damping": (["baseline", "--damping", "-1"], "damping='-1' must be a finite number >= 0"),
+    "twins_method": (["twins", "--method", "kmeans"], "method 'kmeans' is unknown; allowed:"),
+    "twins_similarity": (["twins", "--target-similarity", "1.5"], "target_similarity='1.5' must be in"),
+    "synthesize_users": (["synthesize", "--n-users", "0"], "n_users=0 must be in 1.."),
+    "synthesize_format": (["synthesize", "--format", "tar"], "format='tar' is unknown; allowed:"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARAM_CASES))
+def test_parameter_errors(case, tmp_path, spark, monkeypatch):
+    argv, fragment = PARAM_CASES[case]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = tmp_path / "out"
+    if argv[0] == "synthesize":
+        argv = [*argv, "--output", str(out)]
+    elif argv[0] != "twins":
+        argv = [*argv, "--split-dir", str(out)]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 1, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: ") and fragment in message, message
+    run = _failed_run(uri)
+    assert run.info.status == "FAILED"
+    assert fragment in run.data.tags["recsys.error"]
+    assert not out.exists()
