@@ -114,7 +114,6 @@ def split(data=None, split_dir=DEFAULT_SPLIT_DIR, strategy="random", fractions=(
     ``<part>_rows|users|items`` and ``split_seconds``, artifact ``manifest.json``, and the
     three partitions as dataset inputs. Returns the manifest.
     """
-    import mlflow
 
     from recsys.split import SplitConfig, parse_fractions
 
@@ -123,7 +122,7 @@ def split(data=None, split_dir=DEFAULT_SPLIT_DIR, strategy="random", fractions=(
             fractions = parse_fractions(fractions)
         config = SplitConfig(strategy=strategy, fractions=tuple(fractions), seed=seed,
                              min_user_ratings=min_user_ratings)
-        mlflow.log_params({**config.as_params(), "data": data or BUNDLED, "split_dir": split_dir})
+        log_new_params({**config.as_params(), "data": data or BUNDLED, "split_dir": split_dir})
         spark = spark_session(spark_master, spark_conf)
         manifest, reused = create_split(spark, data, split_dir, config, overwrite=overwrite)
         log_split(spark, manifest, split_dir, reused)
@@ -212,7 +211,7 @@ def synthesize(output="outputs/synthetic/ml-synthetic", n_users=10_000, n_movies
     with stage_run("synthesize"):
         config = SyntheticConfig(n_users=n_users, n_movies=n_movies, n_ratings=n_ratings, seed=seed,
                                  rank=rank, noise=noise, n_twins=n_twins, format=format)
-        mlflow.log_params({**config.as_params(), "output": output})
+        log_new_params({**config.as_params(), "output": output})
         spark = spark_session(spark_master, spark_conf)
         stats = generate(spark, config, output, overwrite=bool(overwrite), progress=say)
         metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and k != "seconds"}
@@ -562,16 +561,6 @@ def _as_bool(name: str, value) -> bool:
     raise RecsysError(f"{name}={value!r} must be true or false")
 
 
-def _log_new_params(params: dict) -> None:
-    """Log params the run does not have yet. Under ``mlflow run`` the MLproject parameters are
-    already logged as the user typed them (``10.0``); logging ``10`` again would be an error."""
-    import mlflow
-
-    run = mlflow.active_run()
-    have = mlflow.get_run(run.info.run_id).data.params if run else {}
-    mlflow.log_params({key: value for key, value in params.items() if key not in have})
-
-
 def baseline(data=None, split_dir=DEFAULT_SPLIT_DIR, kind="count", damping=10.0, k=DEFAULT_K,
              relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD, evaluate_test=False,
              spark_master=None, spark_conf=()):
@@ -598,7 +587,7 @@ def baseline(data=None, split_dir=DEFAULT_SPLIT_DIR, kind="count", damping=10.0,
         k, relevance_threshold = check_eval_params(k, relevance_threshold)
         evaluate_test = _as_bool("evaluate_test", evaluate_test)
         bias = BiasBaseline()
-        _log_new_params({**config.as_params(), "k": k, "relevance_threshold": relevance_threshold,
+        log_new_params({**config.as_params(), "k": k, "relevance_threshold": relevance_threshold,
                          "evaluate_test": str(evaluate_test).lower(), "bias_damping": bias.damping,
                          "data": data or BUNDLED, "split_dir": split_dir})
         spark = spark_session(spark_master, spark_conf)
@@ -668,7 +657,7 @@ def twins(data=None, min_ratings=20, n_pairs=100, n_hashes=128, method="banded",
                              target_similarity=target_similarity, bucket_cap=bucket_cap,
                              n_random=n_random, min_common=min_common, compare_exact=compare_exact,
                              seed=seed)
-        _log_new_params({**config.as_params(), "data": data or BUNDLED})
+        log_new_params({**config.as_params(), "data": data or BUNDLED})
         start = time.time()
         spark = spark_session(spark_master, spark_conf)
         ratings = load_movielens(spark, data_source(data), progress=say).ratings

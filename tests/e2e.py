@@ -18,7 +18,11 @@ def mlflow_run(entry: str, tracking_uri: str, *params: str, timeout: int = 900, 
     cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local"]
     for p in params:
         cmd += ["-P", p]
-    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    # Run from the tracking store's folder, so MLflow's default artifact root (./mlruns, resolved
+    # when the store is created) lands there and not in the checkout.
+    prefix = "sqlite:///"
+    cwd = tracking_uri[len(prefix):].rsplit("/", 1)[0] if tracking_uri.startswith(prefix) else None
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def runs(tracking_uri: str, experiment: str = "Default"):

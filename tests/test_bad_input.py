@@ -92,6 +92,7 @@ def test_split_bad_input(case, tmp_path, spark, monkeypatch):
     build, argv, fragment = SPLIT_CASES[case]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root ./mlruns goes here
     out = tmp_path / "split"
     args = ["split", "--split-dir", str(out), *argv]
     if build is not None:
@@ -126,6 +127,7 @@ def test_parameter_errors(case, tmp_path, spark, monkeypatch):
     argv, fragment = PARAM_CASES[case]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
     if argv[0] == "synthesize":
         argv = [*argv, "--output", str(out)]
