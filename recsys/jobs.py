@@ -523,10 +523,10 @@ def promote(run_id="", model_name="recsys-als", force=False):
     import mlflow
 
     from recsys import registry
-    from recsys.models.als import _as_bool
+    from recsys.errors import parse_bool
 
     with stage_run("promote") as run:
-        force = _as_bool("force", force)
+        force = parse_bool("force", force)
         client = mlflow.MlflowClient()
         candidate = registry.find_candidate(client, run.info.experiment_id, run_id or "")
         log_new_params({"run_id": run_id or "", "source_run_id": candidate.source_run_id,
@@ -548,19 +548,6 @@ def promote(run_id="", model_name="recsys-als", force=False):
 # ---------------------------------------------------------------- baseline
 
 
-def _as_bool(name: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", ""):
-        return False
-    from recsys.errors import RecsysError
-
-    raise RecsysError(f"{name}={value!r} must be true or false")
-
-
 def baseline(data=None, split_dir=DEFAULT_SPLIT_DIR, kind="count", damping=10.0, k=DEFAULT_K,
              relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD, evaluate_test=False,
              spark_master=None, spark_conf=()):
@@ -579,13 +566,14 @@ def baseline(data=None, split_dir=DEFAULT_SPLIT_DIR, kind="count", damping=10.0,
     from recsys import plots
     from recsys.constants import ITEM_COL
     from recsys.data.movielens import load_movielens
+    from recsys.errors import parse_bool
     from recsys.evaluation import BiasBaseline, check_eval_params, evaluate, rating_metrics
     from recsys.models.popularity import PopularityConfig, PopularityRecommender
 
     with stage_run("baseline", run_name=f"baseline-{kind}"):
         config = PopularityConfig(kind=kind, damping=damping)
         k, relevance_threshold = check_eval_params(k, relevance_threshold)
-        evaluate_test = _as_bool("evaluate_test", evaluate_test)
+        evaluate_test = parse_bool("evaluate_test", evaluate_test)
         bias = BiasBaseline()
         log_new_params({**config.as_params(), "k": k, "relevance_threshold": relevance_threshold,
                          "evaluate_test": str(evaluate_test).lower(), "bias_damping": bias.damping,

@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from recsys.constants import DEFAULT_SEED, ITEM_COL, RATING_COL, USER_COL
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, parse_bool
 
 METHODS = ("banded", "approx_join", "exact")
 #: Probability that a pair of Jaccard ``target_similarity`` becomes a candidate (banded method).
@@ -132,12 +132,7 @@ class TwinsConfig:
         if not 0.0 < target < 1.0:
             raise RecsysError(f"target_similarity={self.target_similarity!r} must be in (0, 1), e.g. 0.5")
         object.__setattr__(self, "target_similarity", target)
-        flag = self.compare_exact
-        if isinstance(flag, str):
-            if flag.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise RecsysError(f"compare_exact={flag!r} must be true or false")
-            flag = flag.strip().lower() in ("true", "1", "yes")
-        object.__setattr__(self, "compare_exact", bool(flag))
+        object.__setattr__(self, "compare_exact", parse_bool("compare_exact", self.compare_exact))
 
     def as_params(self) -> dict:
         return {**asdict(self), "compare_exact": str(self.compare_exact).lower()}

@@ -21,7 +21,7 @@ SCHEMA = "userId int, movieId int, rating double, timestamp long"
     ({"reg_param": "abc"}, "reg_param=abc must be a number >= 0"),
     ({"max_iter": 0}, "max_iter=0 must be an integer >= 1"),
     ({"alpha": 0}, "alpha=0 must be a finite number > 0"),
-    ({"implicit_prefs": "maybe"}, "implicit_prefs=maybe must be true or false"),
+    ({"implicit_prefs": "maybe"}, "implicit_prefs='maybe' must be true or false"),
     ({"seed": "x"}, "seed=x must be an integer"),
 ])
 def test_config_errors_name_the_parameter(kwargs, message):

@@ -45,22 +45,11 @@ from recsys.constants import (
     RATING_COL,
     USER_COL,
 )
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, parse_bool
 from recsys.models.base import Recommender
 
 SCORE_COL = "score"
 _ROW, _ZERO, _ALS, _BU, _BI = "_recsys_row", "_recsys_zero", "_recsys_als", "_recsys_bu", "_recsys_bi"
-
-
-def _as_bool(name: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise RecsysError(f"{name}={value} must be true or false")
 
 
 def _as_int(name: str, value, minimum: int) -> int:
@@ -109,8 +98,8 @@ class ALSConfig:
         set_(self, "reg_param", _as_float("reg_param", self.reg_param, minimum=0.0, strict=False))
         set_(self, "max_iter", _as_int("max_iter", self.max_iter, 1))
         set_(self, "alpha", _as_float("alpha", self.alpha, minimum=0.0, strict=True))
-        set_(self, "implicit_prefs", _as_bool("implicit_prefs", self.implicit_prefs))
-        set_(self, "nonnegative", _as_bool("nonnegative", self.nonnegative))
+        set_(self, "implicit_prefs", parse_bool("implicit_prefs", self.implicit_prefs))
+        set_(self, "nonnegative", parse_bool("nonnegative", self.nonnegative))
         try:
             set_(self, "seed", int(self.seed))
         except (TypeError, ValueError) as err:
