@@ -77,6 +77,21 @@ SPLIT_CASES = {
 }
 
 
+def _invoke_and_check_failure(args, fragment, tmp_path, monkeypatch):
+    """Run the CLI in ``tmp_path`` with its own tracking store and check the failure contract:
+    exit 1, a last line naming the problem, the MLflow run FAILED with the error recorded."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root ./mlruns goes here
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: ") and fragment in message, message
+    run = _failed_run(uri)
+    assert run.info.status == "FAILED"
+    assert fragment in run.data.tags["recsys.error"]
+
+
 def _failed_run(tracking_uri: str):
     import mlflow
 
@@ -90,20 +105,11 @@ def _failed_run(tracking_uri: str):
 @pytest.mark.parametrize("case", sorted(SPLIT_CASES))
 def test_split_bad_input(case, tmp_path, spark, monkeypatch):
     build, argv, fragment = SPLIT_CASES[case]
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root ./mlruns goes here
     out = tmp_path / "split"
     args = ["split", "--split-dir", str(out), *argv]
     if build is not None:
         args += ["--data", build(tmp_path / "data")]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 1, result.output
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith("Error: ") and fragment in message, message
-    run = _failed_run(uri)
-    assert run.info.status == "FAILED"
-    assert fragment in run.data.tags["recsys.error"]
+    _invoke_and_check_failure(args, fragment, tmp_path, monkeypatch)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("split.")]
 
@@ -125,19 +131,10 @@ PARAM_CASES = {
 @pytest.mark.parametrize("case", sorted(PARAM_CASES))
 def test_parameter_errors(case, tmp_path, spark, monkeypatch):
     argv, fragment = PARAM_CASES[case]
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
     if argv[0] == "synthesize":
         argv = [*argv, "--output", str(out)]
     elif argv[0] != "twins":
         argv = [*argv, "--split-dir", str(out)]
-    result = CliRunner().invoke(cli, argv)
-    assert result.exit_code == 1, result.output
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith("Error: ") and fragment in message, message
-    run = _failed_run(uri)
-    assert run.info.status == "FAILED"
-    assert fragment in run.data.tags["recsys.error"]
+    _invoke_and_check_failure(argv, fragment, tmp_path, monkeypatch)
     assert not out.exists()
