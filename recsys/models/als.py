@@ -46,7 +46,7 @@ from recsys.constants import (
     USER_COL,
 )
 from recsys.errors import RecsysError, parse_bool
-from recsys.models.base import Recommender
+from recsys.models.base import Recommender, read_meta
 
 SCORE_COL = "score"
 _ROW, _ZERO, _ALS, _BU, _BI = "_recsys_row", "_recsys_zero", "_recsys_als", "_recsys_bu", "_recsys_bi"
@@ -196,12 +196,7 @@ class ALSRecommender(Recommender):
     def load(cls, spark, path: str) -> ALSRecommender:
         from pyspark.ml.recommendation import ALSModel
 
-        meta_path = fs.join(path, "config.json")
-        if not fs.exists(spark, meta_path):
-            raise RecsysError(f"{path} has no config.json: not a saved ALS model")
-        meta = json.loads(fs.read_text(spark, meta_path))
-        if meta.get("model") != "als":
-            raise RecsysError(f"{path} holds a {meta.get('model')!r} model, not an ALS model")
+        meta = read_meta(spark, path, "als", "an ALS model")
         out = cls(ALSConfig(**meta["config"]))
         out.model = ALSModel.load(fs.to_uri(fs.join(path, "als")))
         return out

@@ -17,7 +17,26 @@ Hadoop URI) without pickle.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
+
+from recsys import fs
+from recsys.errors import RecsysError
+
+#: File written last by ``save``: its presence marks a complete save.
+META_FILE = "config.json"
+
+
+def read_meta(spark, path: str, model: str, described: str) -> dict:
+    """The ``config.json`` of a saved model, checked to be a ``model`` (e.g. ``"als"``);
+    ``described`` names it in errors (e.g. ``"an ALS model"``)."""
+    meta_path = fs.join(path, META_FILE)
+    if not fs.exists(spark, meta_path):
+        raise RecsysError(f"{path} has no {META_FILE}: not a saved {described.split(' ', 1)[1]}")
+    meta = json.loads(fs.read_text(spark, meta_path))
+    if meta.get("model") != model:
+        raise RecsysError(f"{path} holds a {meta.get('model')!r} model, not {described}")
+    return meta
 
 
 class Recommender(ABC):

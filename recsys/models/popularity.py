@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from recsys import fs
 from recsys.constants import ITEM_COL, PREDICTION_COL, RATING_COL, USER_COL
 from recsys.errors import RecsysError
-from recsys.models.base import Recommender
+from recsys.models.base import Recommender, read_meta
 
 KINDS = ("count", "damped_mean")
 DEFAULT_KIND = "count"
@@ -137,12 +137,7 @@ class PopularityRecommender(Recommender):
 
     @classmethod
     def load(cls, spark, path: str) -> PopularityRecommender:
-        meta_path = fs.join(path, "config.json")
-        if not fs.exists(spark, meta_path):
-            raise RecsysError(f"{path} has no config.json: not a saved popularity model")
-        meta = json.loads(fs.read_text(spark, meta_path))
-        if meta.get("model") != "popularity":
-            raise RecsysError(f"{path} holds a {meta.get('model')!r} model, not a popularity model")
+        meta = read_meta(spark, path, "popularity", "a popularity model")
         model = cls(PopularityConfig(**meta["config"]))
         model.global_mean = float(meta["global_mean"])
         model.items = spark.read.parquet(fs.to_uri(fs.join(path, "items")))
