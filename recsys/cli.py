@@ -159,19 +159,21 @@ def baseline(data, split_dir, kind, damping, k, relevance_threshold, evaluate_te
 @click.option("--implicit-prefs", default="false", show_default=True,
               help="true: implicit-feedback ALS (ranking); false: explicit (ratings, RMSE).")
 @click.option("--nonnegative", default="false", show_default=True, help="Non-negative factors.")
+@click.option("--biases", default="true", show_default=True,
+              help="Explicit mode: fit ALS to the residuals of the bias baseline and add the biases back.")
 @click.option("--seed", default=str(DEFAULT_SEED), show_default=True)
 @click.option("--k", default=str(DEFAULT_K), show_default=True, help="Cut-off of the ranking metrics.")
 @click.option("--relevance-threshold", default=str(DEFAULT_RELEVANCE_THRESHOLD), show_default=True,
               help="Held-out ratings at least this are relevant.")
 @spark_options
-def als(data, split_dir, rank, reg_param, max_iter, alpha, implicit_prefs, nonnegative, seed, k,
+def als(data, split_dir, rank, reg_param, max_iter, alpha, implicit_prefs, nonnegative, biases, seed, k,
         relevance_threshold, spark_master, spark_conf):
     """Fit one ALS model, evaluate it on validation, log it to MLflow."""
     from recsys import jobs
 
     run_job(jobs.als, data=data, split_dir=split_dir, rank=rank, reg_param=reg_param,
             max_iter=max_iter, alpha=alpha, implicit_prefs=implicit_prefs, nonnegative=nonnegative,
-            seed=seed, k=k, relevance_threshold=relevance_threshold, spark_master=spark_master,
+            biases=biases, seed=seed, k=k, relevance_threshold=relevance_threshold, spark_master=spark_master,
             spark_conf=spark_conf)
 
 

@@ -151,6 +151,24 @@ class BiasBaseline:
         pred = F.least(F.greatest(raw, F.lit(MIN_RATING)), F.lit(MAX_RATING)).cast("double")
         return out.withColumn(PREDICTION_COL, pred).drop("user_bias", "item_bias")
 
+    def residuals(self, ratings):
+        """``ratings`` with ``rating`` replaced by ``rating - (mu + b_user + b_movie)``, unclipped
+        (offset 0 when unknown): what a model fitted on top of this baseline must explain."""
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        base = (F.lit(self.global_mean) + F.coalesce(F.col("user_bias"), F.lit(0.0))
+                + F.coalesce(F.col("item_bias"), F.lit(0.0)))
+        return (ratings.join(self.item_bias, ITEM_COL, "left").join(self.user_bias, USER_COL, "left")
+                .withColumn(RATING_COL, (F.col(RATING_COL) - base).cast("float"))
+                .select(*ratings.columns))
+
+    def release(self) -> None:
+        """Unpersist the cached offset tables (they are recomputed if used again)."""
+        for table in (self.user_bias, self.item_bias):
+            if table is not None:
+                table.unpersist()
+
     def save(self, path: str) -> None:
         """Write ``path/users``, ``path/movies`` (Parquet) and ``path/bias.json`` (mean, damping)."""
         self._check_fitted()

@@ -311,7 +311,7 @@ def _cached_split(spark, data, split_dir):
 
 
 def als(data=None, split_dir=DEFAULT_SPLIT_DIR, rank=10, reg_param=0.1, max_iter=10, alpha=1.0,
-        implicit_prefs=False, nonnegative=False, seed=DEFAULT_SEED, k=DEFAULT_K,
+        implicit_prefs=False, nonnegative=False, biases=True, seed=DEFAULT_SEED, k=DEFAULT_K,
         relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD, spark_master=None, spark_conf=()):
     """`als` entry point: fit one ALS on train, judge it on validation, log the model.
 
@@ -328,7 +328,8 @@ def als(data=None, split_dir=DEFAULT_SPLIT_DIR, rank=10, reg_param=0.1, max_iter
 
     with stage_run("als") as run:
         config = ALSConfig(rank=rank, reg_param=reg_param, max_iter=max_iter, alpha=alpha,
-                           implicit_prefs=implicit_prefs, nonnegative=nonnegative, seed=seed)
+                           implicit_prefs=implicit_prefs, nonnegative=nonnegative, biases=biases,
+                           seed=seed)
         k, relevance_threshold = check_eval_params(k, relevance_threshold)
         log_new_params({**config.as_params(), "k": k, "relevance_threshold": relevance_threshold,
                         "data": data or BUNDLED, "split_dir": split_dir})

@@ -170,7 +170,7 @@ def load_space(path: str, feedback: str) -> dict[str, dict]:
         raise RecsysError(f"space={path}: not valid YAML: {err}") from err
     if not isinstance(doc, dict) or not isinstance(doc.get(feedback), dict) or not doc[feedback]:
         raise RecsysError(f"space={path}: needs a non-empty mapping under '{feedback}:'")
-    allowed = set(ALSConfig.field_names()) - {"implicit_prefs", "seed", "max_iter", "nonnegative"}
+    allowed = set(ALSConfig.field_names()) - {"implicit_prefs", "seed", "max_iter", "nonnegative", "biases"}
     space: dict[str, dict] = {}
     for name, spec in doc[feedback].items():
         where = f"space={path}: {feedback}.{name}"

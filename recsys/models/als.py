@@ -2,8 +2,16 @@
 
 Two feedback modes (``ALSConfig.implicit_prefs``):
 
-- **explicit** (default): factors fitted to the ratings themselves; ``predict`` gives a rating,
-  clipped to the 0.5-5 scale, so RMSE applies (``predicts_ratings`` is True).
+- **explicit** (default): ``predict`` gives a rating, clipped to the 0.5-5 scale, so RMSE
+  applies (``predicts_ratings`` is True). With ``biases`` (the default) the model is the
+  evaluation's :class:`~recsys.evaluation.BiasBaseline` plus ALS fitted to its residuals:
+  ``r_ui ~ mu + b_u + b_i + p_u . q_i``. Plain ALS has no bias terms, so its factors must spend
+  capacity on "this movie is liked by everyone", and on the bundled data it loses to the bias
+  baseline on RMSE (0.879 against 0.868); fitted on the residuals it reaches 0.852-0.855
+  (measured, see the README). The biases are folded into the factors of one Spark ``ALSModel``
+  of rank ``rank + 2``: user ``[p_u, 1, mu + b_u]`` and movie ``[q_i, b_i, 1]``, whose dot product
+  is exactly the prediction above, so everything that uses an ``ALSModel`` (``transform``,
+  ``recommendForUserSubset``, save/load, the logged model) needs nothing else.
 - **implicit**: Hu, Koren & Volinsky's confidence model (``c = 1 + alpha * rating``); the scores
   are preferences, not ratings (``predicts_ratings`` False), and it is judged on ranking only.
 
@@ -91,6 +99,10 @@ class ALSConfig:
     """Constrain factors to be >= 0 (NNLS instead of Cholesky solves)."""
     seed: int = DEFAULT_SEED
     """Seed of the factors' random initialisation."""
+    biases: bool = True
+    """Explicit mode: fit the factors to the residuals of the bias baseline (global mean, damped
+    user and movie offsets) and add the biases back. Implicit mode has no ratings to offset: it is
+    always stored (and logged) as False there."""
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -100,6 +112,7 @@ class ALSConfig:
         set_(self, "alpha", _as_float("alpha", self.alpha, minimum=0.0, strict=True))
         set_(self, "implicit_prefs", parse_bool("implicit_prefs", self.implicit_prefs))
         set_(self, "nonnegative", parse_bool("nonnegative", self.nonnegative))
+        set_(self, "biases", parse_bool("biases", self.biases) and not self.implicit_prefs)
         try:
             set_(self, "seed", int(self.seed))
         except (TypeError, ValueError) as err:
@@ -143,8 +156,26 @@ class ALSRecommender(Recommender):
         als = ALS(rank=c.rank, regParam=c.reg_param, maxIter=c.max_iter, alpha=c.alpha,
                   implicitPrefs=c.implicit_prefs, nonnegative=c.nonnegative, seed=c.seed,
                   userCol=USER_COL, itemCol=ITEM_COL, ratingCol=RATING_COL, coldStartStrategy="nan")
-        self.model = als.setPredictionCol(PREDICTION_COL).fit(train)
+        als.setPredictionCol(PREDICTION_COL)
+        if not c.biases:
+            self.model = als.fit(train)
+            return self
+        from recsys.evaluation import BiasBaseline
+
+        bias = BiasBaseline().fit(train)
+        residuals = bias.residuals(train).cache()
+        try:
+            self.model = _with_biases(als.fit(residuals), bias)
+        finally:
+            residuals.unpersist()
+            bias.release()
         return self
+
+    def release(self) -> None:
+        """Free the cached factor tables (the model stays usable: Spark recomputes on demand)."""
+        if self.model is not None:
+            self.model.userFactors.unpersist()
+            self.model.itemFactors.unpersist()
 
     def _check_fitted(self):
         if self.model is None:
@@ -247,6 +278,39 @@ class ALSRecommender(Recommender):
         if not als:
             raise RecsysError("this pipeline model holds no ALS stage: not a recsys ALS model")
         return ALSRecommender.from_model(als[0], config)
+
+
+def _with_biases(residual_model, bias):
+    """The rank + 2 ``ALSModel`` of ``mu + b_u + b_i + p_u . q_i`` (see the module docstring).
+
+    Every user and movie of the training data has an offset (the baseline is fitted on the same
+    rows), so the inner joins drop nothing. Factor tables are cached (one row per user / movie).
+    """
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import functions as F
+
+    spark = residual_model.userFactors.sparkSession
+    mu = float(bias.global_mean)
+    one = F.lit(1.0).cast("float")
+    users = (residual_model.userFactors
+             .join(bias.user_bias.select(F.col(USER_COL).alias("id"), "user_bias"), "id")
+             .select("id", F.concat("features", F.array(one, (F.lit(mu) + F.col("user_bias")).cast("float")))
+                     .alias("features")).cache())
+    items = (residual_model.itemFactors
+             .join(bias.item_bias.select(F.col(ITEM_COL).alias("id"), "item_bias"), "id")
+             .select("id", F.concat("features", F.array(F.col("item_bias").cast("float"), one))
+                     .alias("features")).cache())
+    users.count(), items.count()
+    residual_model.userFactors.unpersist()
+    residual_model.itemFactors.unpersist()
+    jvm_cls = spark.sparkContext._jvm.org.apache.spark.ml.recommendation.ALSModel
+    jmodel = jvm_cls(residual_model.uid, residual_model.rank + 2, users._jdf, items._jdf)
+    # on the JVM object too: recommendForUserSubset calls it without passing Python-side params
+    jmodel.setUserCol(USER_COL).setItemCol(ITEM_COL).setPredictionCol(PREDICTION_COL)
+    jmodel.setColdStartStrategy("nan")
+    model = ALSModel(jmodel)
+    model.setUserCol(USER_COL).setItemCol(ITEM_COL).setPredictionCol(PREDICTION_COL)
+    return model.setColdStartStrategy("nan")
 
 
 def _lookup(spark, table, key_col: str, value_col: str, *, side: str, out: str):
