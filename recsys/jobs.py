@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -64,6 +65,29 @@ def check_tracking_server(timeout: float = 10.0) -> None:
             "start it or point MLFLOW_TRACKING_URI at a running server") from err
 
 
+# ---------------------------------------------------------------- secrets
+# Credentials stay in the environment MLflow and Hadoop already read (MLFLOW_TRACKING_TOKEN,
+# MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY, ...) and in --spark-conf; no job logs them
+# as params or tags. Error text is recorded in the run, so it is redacted first: a bad
+# `--spark-conf "fs.s3a.secret.key XYZ"` must not put XYZ into the tracking store.
+
+#: Names (env vars, Spark/Hadoop keys) whose values are secrets.
+SECRET_NAME = re.compile(r"secret|passw|token|credential|private|signature|(^|[._-])key($|[._-])"
+                         r"|access[._-]?key", re.IGNORECASE)
+_SECRET_PAIR = re.compile(r"(?P<key>[\w.-]+)(?P<sep>\s*[=:]\s*|\s+)(?P<value>[^\s'\";,]+)")
+REDACTED = "*****"
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with secret environment values and the values of secret-looking
+    ``key=value`` / ``key value`` pairs replaced by ``*****``."""
+    for name, value in os.environ.items():
+        if SECRET_NAME.search(name) and len(value) >= 4:
+            text = text.replace(value, REDACTED)
+    return _SECRET_PAIR.sub(lambda m: f"{m['key']}{m['sep']}{REDACTED}" if SECRET_NAME.search(m["key"])
+                            else m.group(0), text)
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: dict | None = None, run_name=None):
     """Start (or, under ``mlflow run``, resume) a run; record any error before re-raising.
@@ -84,10 +108,10 @@ def stage_run(stage: str, params: dict | None = None, run_name=None):
         try:
             yield run
         except BaseException as err:
-            message = f"{type(err).__name__}: {err}"
+            message = redact_secrets(f"{type(err).__name__}: {err}")
             with contextlib.suppress(Exception):
                 mlflow.set_tag("recsys.error", message[:4900])
-                mlflow.log_text(message + "\n\n" + traceback.format_exc(), "error.txt")
+                mlflow.log_text(message + "\n\n" + redact_secrets(traceback.format_exc()), "error.txt")
             raise
 
 
@@ -100,6 +124,11 @@ def log_json(obj, artifact_file: str) -> None:
 def spark_session(spark_master: str | None, spark_conf):
     from recsys.spark import get_spark
 
+    keys = [pair.partition("=")[0].strip() for pair in spark_conf or ()]
+    secret = [key for key in keys if SECRET_NAME.search(key)]
+    if secret and os.environ.get("MLFLOW_RUN_ID"):
+        say(f"[warning] --spark-conf {', '.join(secret)}: under `mlflow run`, MLflow records -P values as "
+            "run params in clear; pass secrets through the environment or spark-defaults.conf")
     return get_spark(master=spark_master or None, conf=list(spark_conf or ()))
 
 
@@ -529,6 +558,7 @@ def promote(run_id="", model_name="recsys-als", force=False):
     with stage_run("promote") as run:
         force = parse_bool("force", force)
         client = mlflow.MlflowClient()
+        registry.check_model_name(model_name)  # before any work: the name may become a path
         candidate = registry.find_candidate(client, run.info.experiment_id, run_id or "")
         log_new_params({"run_id": run_id or "", "source_run_id": candidate.source_run_id,
                         "model_run_id": candidate.model_run_id, "model_name": model_name, "force": force})

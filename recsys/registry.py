@@ -13,12 +13,20 @@ A *candidate* is the best trial of an ``als_search`` (or a run given by id that 
    on another split (different content digest) or lacking the metric is not comparable: the
    candidate stays challenger unless forced.
 
+Concurrent promotions of one model are serialised by a lock (see :func:`promotion_lock`):
+without it, two promotions that both read the same ``@champion`` could each move it, the last
+writer winning even when its model is worse, and two promotions of the same run could both
+register a version.
+
 With ``jobs.py`` this is the only module that imports MLflow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
+import time
 from dataclasses import dataclass, field
 
 from recsys.errors import RecsysError
@@ -30,6 +38,26 @@ MODEL_ARTIFACT = "model"
 #: Run tags written by the search and read here.
 TAG_STAGE, TAG_BEST_RUN, TAG_OBJECTIVE = "recsys.stage", "recsys.best_run_id", "recsys.objective"
 TAG_FEEDBACK, TAG_SPLIT = "recsys.feedback", "recsys.split_digest"
+#: Registered model that exists only while a promotion of ``<name>`` runs (see promotion_lock).
+LOCK_SUFFIX = ".promote-lock"
+#: A lock older than this is a leftover of a killed promotion (one takes seconds) and is broken.
+LOCK_STALE_SECONDS = 600
+#: Registered model names: letters, digits, ``.``, ``_``, ``-``; MLflow stores may turn them into
+#: paths (file registry, artifact locations), so nothing that can climb out of a directory.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+#: MLflow's own run id rule; checked here to name the parameter in a one-line error.
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,255}$")
+
+
+def check_model_name(model_name) -> str:
+    """``model_name`` if it is a safe registered model name, else a RecsysError naming it."""
+    name = str(model_name or "").strip()
+    if not name:
+        raise RecsysError("model_name must be a non-empty registered model name, e.g. recsys-als")
+    if not _MODEL_NAME.match(name) or ".." in name or name.endswith(LOCK_SUFFIX):
+        raise RecsysError(f"model_name={model_name!r} is not allowed: use letters, digits, '.', '_' "
+                          f"and '-' (no '..', no '/', not ending in {LOCK_SUFFIX}), e.g. recsys-als")
+    return name
 
 
 @dataclass
@@ -65,6 +93,8 @@ def find_candidate(client, experiment_id: str, run_id: str = "") -> Candidate:
     from mlflow.exceptions import MlflowException
 
     if run_id:
+        if not _RUN_ID.match(str(run_id)):
+            raise RecsysError(f"run_id={run_id!r} is not an MLflow run id (letters, digits, '_', '-')")
         try:
             source = client.get_run(run_id)
         except MlflowException as err:
@@ -117,15 +147,58 @@ def register(client, candidate: Candidate, model_name: str):
     return client.get_model_version(model_name, version.version), True
 
 
+@contextlib.contextmanager
+def promotion_lock(client, model_name: str, timeout: float = 120.0, poll: float = 0.2):
+    """Hold an exclusive lock on promoting ``model_name`` across processes and machines.
+
+    MLflow has no compare-and-set on aliases, but creating a registered model is atomic (its
+    name is unique in every store: sqlite, PostgreSQL, a tracking server), so the lock is the
+    registered model ``<model_name>.promote-lock``, created to take it and deleted to release it.
+    A lock older than ``LOCK_STALE_SECONDS`` was left by a killed promotion and is broken.
+    """
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{model_name}{LOCK_SUFFIX}"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            client.create_registered_model(lock, description="held while recsys promotes "
+                                           f"{model_name}; delete it if no promotion is running")
+            break
+        except MlflowException as err:
+            if getattr(err, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        with contextlib.suppress(MlflowException):  # it may be released meanwhile
+            held = client.get_registered_model(lock)
+            if time.time() - held.creation_timestamp / 1000 > LOCK_STALE_SECONDS:
+                client.delete_registered_model(lock)
+                continue
+        if time.time() > deadline:
+            raise RecsysError(f"model_name={model_name}: another promotion has held the lock {lock} "
+                              f"for over {timeout:.0f}s; if none is running, delete the registered "
+                              f"model {lock}")
+        time.sleep(poll)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
+
+
 def promote(client, candidate: Candidate, model_name: str = DEFAULT_MODEL_NAME, force: bool = False) -> dict:
-    """Register the candidate, set ``@challenger``, move ``@champion`` by the rules above.
+    """Register the candidate, set ``@challenger``, move ``@champion`` by the rules above, all
+    under :func:`promotion_lock`, so concurrent promotions act one after the other.
 
     Returns ``model_name, version, registered, decision`` (``promoted``, ``kept`` or
     ``already_champion``), ``reason``, ``candidate_score``, ``champion_version``,
     ``champion_score``, ``previous_version``.
     """
-    if not model_name or not str(model_name).strip():
-        raise RecsysError("model_name must be a non-empty registered model name, e.g. recsys-als")
+    model_name = check_model_name(model_name)
+    with promotion_lock(client, model_name):
+        return _promote_locked(client, candidate, model_name, force)
+
+
+def _promote_locked(client, candidate: Candidate, model_name: str, force: bool) -> dict:
     version, created = register(client, candidate, model_name)
     champion = _alias_version(client, model_name, CHAMPION)
     metric = candidate.objective.metric
