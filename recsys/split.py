@@ -3,7 +3,9 @@
 A split directory holds ``train/``, ``validation/`` and ``test/`` (Parquet, rows sorted by
 user and movie) and ``manifest.json`` (parameters, source checksum, counts, schema, content
 digests, package version). It is written to a temporary sibling and renamed into place, so a
-killed split never leaves a directory that looks complete.
+killed split never leaves a directory that looks complete. The sibling's name
+(``<split_dir>.tmp-<host>-<pid>-<random>``) says who wrote it: the next split of the same
+``split_dir`` deletes the ones written on its host by a process that no longer runs.
 
 Strategies (every one deterministic: a row's place depends only on its ids, the seed and
 the data, never on Spark's partitioning):
@@ -19,8 +21,12 @@ Users with fewer than ``min_user_ratings`` ratings stay whole in train under eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import re
+import socket
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -168,7 +174,61 @@ def read_manifest(spark, split_dir: str) -> dict | None:
     path = fs.join(split_dir, MANIFEST)
     if not fs.exists(spark, path):
         return None
-    return json.loads(fs.read_text(spark, path))
+    try:  # JSON only: nothing in a split directory is ever unpickled or executed
+        manifest = json.loads(fs.read_text(spark, path))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RecsysError(f"{path} is not a valid recsys manifest (JSON expected: {err}); "
+                          "delete the split directory and run the split again") from err
+    if not isinstance(manifest, dict):
+        raise RecsysError(f"{path} is not a valid recsys manifest (a JSON object expected)")
+    return manifest
+
+
+def _host() -> str:
+    # no '-' in it, so the temporary name parses back unambiguously
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def temp_dir_name(split_dir: str) -> str:
+    """``<split_dir>.tmp-<host>-<pid>-<random>``: a later split can tell whether its writer runs."""
+    return f"{split_dir.rstrip('/')}.tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(spark, split_dir: str, progress=print) -> list[str]:
+    """Delete temporary siblings of ``split_dir`` left by killed splits; returns their paths.
+
+    Only those written on this host by a process that no longer runs, and holding no
+    ``manifest.json``, are deleted: a live split's directory must not vanish under it, and a
+    directory with a manifest may be the only complete copy. Leftovers from other hosts stay
+    (they are never read as a split: they have no manifest and another name).
+    """
+    base = split_dir.rstrip("/")
+    parent, name = base.rsplit("/", 1) if "/" in base else (".", base)
+    pattern = re.compile(re.escape(name) + r"\.tmp-(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[0-9a-f]{8}")
+    removed = []
+    with contextlib.suppress(Exception):  # tidying up must never fail a split
+        for entry in fs.listdir(spark, parent or "/"):
+            found = pattern.fullmatch(entry)
+            if not found or found["host"] != _host() or int(found["pid"]) == os.getpid() \
+                    or _pid_running(int(found["pid"])):
+                continue
+            path = fs.join(parent, entry) if parent else "/" + entry
+            if fs.exists(spark, fs.join(path, MANIFEST)):
+                continue
+            fs.delete(spark, path)
+            removed.append(path)
+            progress(f"[split] removed {path}, left by a split that was killed")
+    return removed
 
 
 def make_split(spark, ratings, config: SplitConfig, split_dir: str, *, source: str,
@@ -196,13 +256,14 @@ def make_split(spark, ratings, config: SplitConfig, split_dir: str, *, source: s
             f"split_dir {split_dir} exists, is not empty and is not a recsys split "
             "(no manifest.json); choose another split_dir or pass --overwrite")
 
-    tmp = f"{split_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temp_dir_name(split_dir)
     try:
         fs.mkdirs(spark, tmp)
     except Exception as err:  # OSError locally, a Py4J error from Hadoop file systems
         raise RecsysError(f"split_dir {split_dir} is not writable: cannot create {tmp} "
                           f"({str(err).splitlines()[0][:300]})") from err
     fs.delete(spark, tmp)
+    remove_stale_temps(spark, split_dir, progress)
     assigned = assign_parts(ratings, config).persist()
     try:
         total = assigned.count()
