@@ -251,8 +251,12 @@ def state_path(split_dir: str, key: str) -> str:
 def _read_state(spark, path: str, key: str) -> list[dict]:
     if not fs.exists(spark, path):
         return []
-    state = json.loads(fs.read_text(spark, path))
-    if state.get("key") != key or state.get("format") != STATE_FORMAT:
+    try:
+        state = json.loads(fs.read_text(spark, path))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise RecsysError(f"search state {path} is not valid JSON ({err}); it is only ever written "
+                          "as JSON by this project: delete it to start the search over") from err
+    if not isinstance(state, dict) or state.get("key") != key or state.get("format") != STATE_FORMAT:
         raise RecsysError(f"search state {path} belongs to another search; delete it to start over")
     return list(state["trials"])
 

@@ -11,8 +11,17 @@ import pytest
 def _isolated_cache(tmp_path_factory):
     # Tests never touch the user's ~/.cache/recsys or ./mlflow.db.
     os.environ["RECSYS_CACHE_DIR"] = str(tmp_path_factory.mktemp("recsys-cache"))
-    os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
-    yield
+    uri = "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+
+
+@pytest.fixture()
+def tracking_uri(_isolated_cache, monkeypatch):
+    """The session's tracking store, set in the environment for this test. (A test that calls
+    ``mlflow.set_tracking_uri(None)`` removes MLFLOW_TRACKING_URI from the environment.)"""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _isolated_cache)
+    return _isolated_cache
 
 
 @pytest.fixture(scope="session")
