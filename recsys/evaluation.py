@@ -1,13 +1,15 @@
 """The evaluation protocol, implemented once and used for every model.
 
-- **Rating metrics** (:func:`rating_metrics`): RMSE and MAE over every held-out rating, with
-  Spark's ``RegressionEvaluator``. Rows the model cannot score (cold start: null or NaN
-  prediction) are scored by a :class:`BiasBaseline`; ``coverage`` is the share of held-out rows
-  the model scored itself. Only for models whose ``predicts_ratings`` is true.
+- **Rating metrics** (:func:`rating_metrics`): RMSE and MAE over every held-out rating (the
+  definitions of Spark's ``RegressionEvaluator``), in one aggregation. Rows the model cannot
+  score (cold start: null or NaN prediction) are scored by a :class:`BiasBaseline`;
+  ``coverage`` is the share of held-out rows the model scored itself (same aggregation). Only
+  for models whose ``predicts_ratings`` is true.
 - **Ranking metrics** (:func:`ranking_metrics`): for each held-out user, the top ``k`` movies
   they did not rate in training (:func:`recommend`); relevant = held-out movies rated at least
-  ``relevance_threshold``. Precision@K, Recall@K, NDCG@K and MAP@K come from Spark's
-  ``RankingEvaluator``, whose definitions (Spark's ``RankingMetrics``) are, per user with
+  ``relevance_threshold``. Precision@K, Recall@K, NDCG@K and MAP@K follow Spark's
+  ``RankingEvaluator`` / ``RankingMetrics`` definitions exactly (a test checks them against it)
+  but are computed in one aggregation instead of one Spark job per metric. Per user with
   predicted list ``p`` (at most ``k`` long) and relevant set ``R``:
 
   - precision = ``|p ∩ R| / k`` (divided by ``k`` even when fewer than ``k`` were recommended);
@@ -60,10 +62,6 @@ RANK_COL = "rank"
 #: by ``n + damping``, so an offset from ``n`` ratings is shrunk by ``n / (n + damping)`` toward 0.
 #: With 5, one rating moves an offset a sixth of the way; 50 ratings, 91 %.
 DEFAULT_BIAS_DAMPING = 5.0
-
-#: Spark ``RankingEvaluator`` metric names behind our keys.
-_SPARK_RANKING = {PRECISION: "precisionAtK", RECALL: "recallAtK", NDCG: "ndcgAtK",
-                  MAP: "meanAveragePrecisionAtK"}
 
 #: :func:`recommend`: the smallest candidate slack, and the largest before ``score_all``.
 DEFAULT_MIN_SLACK = 16
@@ -197,6 +195,13 @@ class BiasBaseline:
 # ---------------------------------------------------------------- top-K with seen removed
 
 
+def model_factors(model):
+    """``(user_factors, item_factors)`` DataFrames ``[id, features]`` of a model whose score is
+    their dot product (``model.factors()``, e.g. ALS), or None for other models."""
+    get = getattr(model, "factors", None)
+    return get() if callable(get) else None
+
+
 def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAULT_MIN_SLACK,
               max_slack: int = DEFAULT_MAX_SLACK, progress=None):
     """Top ``k`` movies per user among those the user did not rate in ``train``.
@@ -218,6 +223,11 @@ def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAU
     sort per user. No users x all-movies cross join is materialised for ordinary users (how
     the model finds its top n, e.g. ALS's blocked cross product, is the model's business).
     Only the distinct slack values (a few dozen numbers) reach the driver.
+
+    Factor models (:func:`model_factors` finds their factor tables, e.g. ALS) skip all of the
+    above: :func:`recsys.topk.top_k_unseen` scores the users against every movie in blocks and
+    drops seen movies inside each block, in one Spark pass with no slack (same result, same
+    order; ``min_slack``/``max_slack`` do not apply).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -225,6 +235,12 @@ def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAU
 
     k, _ = check_eval_params(k, DEFAULT_RELEVANCE_THRESHOLD)
     say = progress or (lambda _m: None)
+    factors = model_factors(model)
+    if factors is not None:
+        from recsys.topk import top_k_unseen
+
+        return top_k_unseen(factors[0], factors[1], train.select(USER_COL, ITEM_COL), k,
+                            users=users, progress=progress)
     users = users.select(USER_COL).distinct()
     seen = train.select(USER_COL, ITEM_COL).join(users, USER_COL, "left_semi")
     counts = users.join(seen.groupBy(USER_COL).agg(F.count(F.lit(1)).alias("_seen")), USER_COL, "left")
@@ -265,15 +281,22 @@ def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAU
 
 
 def rating_metrics(pred_df, *, label_col: str = RATING_COL,
-                   prediction_col: str = PREDICTION_COL) -> dict[str, float]:
-    """``{rmse, mae}`` of ``prediction_col`` against ``label_col`` (no null predictions allowed)."""
-    from pyspark.ml.evaluation import RegressionEvaluator
+                   prediction_col: str = PREDICTION_COL, covered_col: str | None = None) -> dict[str, float]:
+    """``{rmse, mae}`` of ``prediction_col`` against ``label_col``, plus ``coverage`` = the mean
+    of boolean ``covered_col`` when given; one Spark aggregation. A null prediction is an error
+    (RecsysError); a NaN one makes the metrics NaN."""
+    from pyspark.sql import functions as F
 
-    out = {}
-    for key in (RMSE, MAE):
-        ev = RegressionEvaluator(metricName=key, labelCol=label_col, predictionCol=prediction_col)
-        out[key] = float(ev.evaluate(pred_df))
-    return out
+    err = F.col(prediction_col).cast("double") - F.col(label_col).cast("double")
+    aggs = [F.sqrt(F.avg(err * err)).alias(RMSE), F.avg(F.abs(err)).alias(MAE),
+            F.count(F.when(F.col(prediction_col).isNull(), 1)).alias("_nulls")]
+    if covered_col is not None:
+        aggs.append(F.avg(F.col(covered_col).cast("double")).alias(COVERAGE))
+    row = pred_df.agg(*aggs).first()
+    if row["_nulls"]:
+        raise RecsysError(f"rating metrics: {row['_nulls']} row(s) have a null {prediction_col}")
+    keys = (RMSE, MAE) + ((COVERAGE,) if covered_col is not None else ())
+    return {key: float("nan") if row[key] is None else float(row[key]) for key in keys}
 
 
 def ranking_metrics(recs, heldout, k: int = DEFAULT_K,
@@ -283,37 +306,52 @@ def ranking_metrics(recs, heldout, k: int = DEFAULT_K,
     Relevant = held-out movies rated >= ``threshold``. Averages are over held-out users with at
     least one relevant movie (``n_users_evaluated``; a user with no recommendation scores 0);
     held-out users without one are counted in ``n_users_no_relevant``. Metrics are NaN when no
-    user is evaluated.
+    user is evaluated. Definitions: the module docstring (Spark's ``RankingMetrics``); computed
+    per user with array functions, then averaged, in one Spark aggregation.
     """
-    from pyspark.ml.evaluation import RankingEvaluator
     from pyspark.sql import functions as F
 
     k, threshold = check_eval_params(k, threshold)
-    truth = (heldout.filter(F.col(RATING_COL) >= threshold)
-             .groupBy(USER_COL)
-             .agg(F.collect_set(F.col(ITEM_COL).cast("double")).alias("label")))
+    item = F.col(ITEM_COL).cast("long")
+    truth = (heldout.groupBy(USER_COL)
+             .agg(F.collect_set(F.when(F.col(RATING_COL) >= threshold, item)).alias("_rel")))
     ranked = (recs.filter(F.col(RANK_COL) <= k)
               .groupBy(USER_COL)
-              .agg(F.sort_array(F.collect_list(F.struct(RANK_COL, ITEM_COL))).alias("_r"))
-              .select(USER_COL, F.transform("_r", lambda r: r[ITEM_COL].cast("double")).alias("pred")))
-    empty = F.array().cast("array<double>")
-    data = (truth.join(ranked, USER_COL, "left")
-            .select(F.coalesce(F.col("pred"), empty).alias("prediction"), "label")
-            .cache())
-    try:
-        n_eval = data.count()
-        n_heldout = heldout.select(USER_COL).distinct().count()
-        out = {N_USERS: float(n_eval), N_USERS_NO_RELEVANT: float(n_heldout - n_eval)}
-        for key, spark_name in _SPARK_RANKING.items():
-            if n_eval == 0:
-                out[key] = float("nan")
-                continue
-            ev = RankingEvaluator(metricName=spark_name, k=k, predictionCol="prediction",
-                                  labelCol="label")
-            out[key] = float(ev.evaluate(data))
-        return out
-    finally:
-        data.unpersist()
+              .agg(F.sort_array(F.collect_list(F.struct(F.col(RANK_COL), item.alias("_m")))).alias("_r"))
+              .select(USER_COL, F.slice(F.transform("_r", lambda r: r["_m"]), 1, k).alias("_p")))
+    rel = F.col("_rel")
+    p = F.coalesce(F.col("_p"), F.array().cast("array<long>"))
+    n_rel = F.size(rel)
+    ideal_hits = F.least(n_rel, F.lit(k))
+    gains = F.array(*[F.lit(1.0 / math.log(i + 2)) for i in range(k)])  # gain of 0-based position i
+    hit = F.transform(p, lambda x: F.array_contains(rel, x))
+    n_hits = F.size(F.filter(hit, lambda h: h))
+    dcg = F.aggregate(F.transform(hit, lambda h, i: F.when(h, F.element_at(gains, i + 1)).otherwise(0.0)),
+                      F.lit(0.0), lambda acc, g: acc + g)
+    ideal = F.aggregate(F.slice(gains, 1, ideal_hits), F.lit(0.0), lambda acc, g: acc + g)
+    # MAP: running (hits so far, sum of precision at each hit); position i is rank i + 1
+    ap_state = F.aggregate(
+        F.transform(hit, lambda h, i: F.struct(h.alias("h"), (i + 1).alias("r"))),
+        F.struct(F.lit(0).alias("n"), F.lit(0.0).alias("s")),
+        lambda acc, e: F.when(e["h"], F.struct((acc["n"] + 1).alias("n"),
+                                                (acc["s"] + (acc["n"] + 1) / e["r"]).alias("s")))
+        .otherwise(acc))
+    per_user = {
+        PRECISION: n_hits / F.lit(float(k)),
+        RECALL: n_hits / n_rel,
+        NDCG: dcg / ideal,
+        MAP: ap_state["s"] / ideal_hits,
+    }
+    evaluated = n_rel > 0
+    row = (truth.join(ranked, USER_COL, "left")
+           .agg(F.count(F.lit(1)).alias("_users"), F.count(F.when(evaluated, 1)).alias("_eval"),
+                *[F.avg(F.when(evaluated, value)).alias(key) for key, value in per_user.items()])
+           .first())
+    n_eval = int(row["_eval"])
+    out = {N_USERS: float(n_eval), N_USERS_NO_RELEVANT: float(row["_users"] - n_eval)}
+    for key in per_user:
+        out[key] = float("nan") if n_eval == 0 or row[key] is None else float(row[key])
+    return out
 
 
 def evaluate(model, train, heldout, *, k: int = DEFAULT_K,
@@ -340,13 +378,8 @@ def evaluate(model, train, heldout, *, k: int = DEFAULT_K,
         scored = (fb.predict(own)
                   .withColumn("_covered", covered)
                   .withColumn(PREDICTION_COL, F.when(F.col("_covered"), F.col("_own"))
-                              .otherwise(F.col(PREDICTION_COL)).cast("double"))
-                  .cache())
-        try:
-            metrics.update(rating_metrics(scored))
-            metrics[COVERAGE] = float(scored.agg(F.avg(F.col("_covered").cast("double"))).first()[0])
-        finally:
-            scored.unpersist()
+                              .otherwise(F.col(PREDICTION_COL)).cast("double")))
+        metrics.update(rating_metrics(scored, covered_col="_covered"))
         say(f"[evaluate] rmse {metrics[RMSE]:.4f}, coverage {metrics[COVERAGE]:.4f}")
     users = heldout.filter(F.col(RATING_COL) >= relevance_threshold).select(USER_COL).distinct()
     recs = recommend(model, users, train, k, progress=progress)

@@ -78,6 +78,38 @@ def test_ranking_metrics_perfect_list_and_bad_params(spark):
         ranking_metrics(recs, heldout, k=2, threshold=7)
 
 
+def test_ranking_metrics_equal_spark_ranking_evaluator(spark):
+    """Random lists and relevant sets (users with an empty set left out, as here): our single
+    aggregation gives Spark's RankingEvaluator numbers."""
+    import random
+
+    from pyspark.ml.evaluation import RankingEvaluator
+
+    rng = random.Random(11)
+    k, recs, held, lists = 5, [], [], []
+    for user in range(1, 41):
+        pred = rng.sample(range(1, 30), rng.randint(0, 7))  # 0..7 long: some shorter than k, some cut
+        rel = set(rng.sample(range(1, 30), rng.randint(1, 9)))
+        recs += [(user, m, 1.0, rank) for rank, m in enumerate(pred, 1)]
+        held += [(user, m, 4.5 if m in rel else 2.0) for m in set(rng.sample(range(1, 30), 6)) | rel]
+        lists.append(([float(m) for m in pred[:k]], [float(m) for m in rel]))
+    m = ranking_metrics(spark.createDataFrame(recs, "userId int, movieId int, score double, rank int"),
+                        _ratings(spark, held), k=k, threshold=4.0)
+    data = spark.createDataFrame(lists, "prediction array<double>, label array<double>")
+    assert m[N_USERS] == 40
+    for key, name in ((PRECISION, "precisionAtK"), (RECALL, "recallAtK"), (NDCG, "ndcgAtK"),
+                      (MAP, "meanAveragePrecisionAtK")):
+        expected = RankingEvaluator(metricName=name, k=k).evaluate(data)
+        assert m[key] == pytest.approx(expected, abs=1e-12), key
+
+
+def test_ranking_metrics_no_evaluated_user_is_nan(spark):
+    recs = spark.createDataFrame([(1, 5, 1.0, 1)], "userId int, movieId int, score double, rank int")
+    m = ranking_metrics(recs, _ratings(spark, [(1, 5, 1.0), (2, 6, 2.0)]), k=3, threshold=4.0)
+    assert m[N_USERS] == 0 and m[N_USERS_NO_RELEVANT] == 2
+    assert all(math.isnan(m[key]) for key in (PRECISION, RECALL, NDCG, MAP))
+
+
 # ---------------------------------------------------------------- rating metrics and bias
 
 
@@ -88,6 +120,12 @@ def test_rating_metrics(spark):
     m = rating_metrics(df)
     assert m[RMSE] == pytest.approx(math.sqrt((0.25 + 0 + 1) / 3))
     assert m[MAE] == pytest.approx(0.5)
+    cov = spark.createDataFrame([(4.0, 3.5, True), (3.0, 3.0, False), (5.0, 4.0, True), (2.0, 2.0, True)],
+                                "rating double, prediction double, own boolean")
+    m = rating_metrics(cov, covered_col="own")
+    assert m == pytest.approx({RMSE: math.sqrt(1.25 / 4), MAE: 1.5 / 4, COVERAGE: 0.75})
+    with pytest.raises(RecsysError, match="null prediction"):
+        rating_metrics(spark.createDataFrame([(4.0, None)], "rating double, prediction double"))
 
 
 # train: mu = 4; damping 1: b_m1 = 1/3, b_m2 = -1/2, b_u1 = (2/3 - 1/2)/3 = 1/18, b_u2 = -1/6

@@ -171,6 +171,12 @@ class ALSRecommender(Recommender):
             bias.release()
         return self
 
+    def factors(self):
+        """``(userFactors, itemFactors)``: their dot product is this model's score (biases folded
+        in), which lets the evaluation rank with :func:`recsys.topk.top_k_unseen` in one pass."""
+        self._check_fitted()
+        return self.model.userFactors, self.model.itemFactors
+
     def release(self) -> None:
         """Free the cached factor tables (the model stays usable: Spark recomputes on demand)."""
         if self.model is not None:
