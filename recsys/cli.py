@@ -7,6 +7,7 @@ line naming the problem and exit with status 1; the MLflow run is left FAILED.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -76,6 +77,9 @@ split_dir_option = click.option(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """recsys: MovieLens recommendations and segmentation, tracked with MLflow."""
+    # MLflow's artifact progress bar writes ~100 lines per model download into the job's log
+    # (one per file of a Spark model); the jobs print their own progress. Set it to true to see it.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @main.command()
