@@ -335,7 +335,7 @@ def fit_and_judge(als_config, train, heldout, fallback, *, k, relevance_threshol
     from recsys.models.als import ALSRecommender
 
     start = time.time()
-    recommender = ALSRecommender(als_config).fit(train)
+    recommender = ALSRecommender(als_config, baseline=fallback).fit(train)  # biases fitted once
     fit_seconds = time.time() - start
     metrics = evaluate(recommender, train, heldout, k=k, relevance_threshold=relevance_threshold,
                        fallback=fallback)

@@ -135,8 +135,12 @@ class ALSRecommender(Recommender):
 
     name = "als"
 
-    def __init__(self, config: ALSConfig | None = None, **kwargs):
+    def __init__(self, config: ALSConfig | None = None, baseline=None, **kwargs):
+        """``baseline``: a :class:`~recsys.evaluation.BiasBaseline` already fitted on the training
+        data ``fit`` will get (a search fits it once for all its trials); by default ``fit``
+        fits its own."""
         self.config = config if config is not None else ALSConfig(**kwargs)
+        self.baseline = baseline
         self.predicts_ratings = not self.config.implicit_prefs
         self.model = None  # pyspark.ml.recommendation.ALSModel
 
@@ -162,13 +166,14 @@ class ALSRecommender(Recommender):
             return self
         from recsys.evaluation import BiasBaseline
 
-        bias = BiasBaseline().fit(train)
+        bias = self.baseline if self.baseline is not None else BiasBaseline().fit(train)
         residuals = bias.residuals(train).cache()
         try:
             self.model = _with_biases(als.fit(residuals), bias)
         finally:
             residuals.unpersist()
-            bias.release()
+            if bias is not self.baseline:  # a given baseline belongs to the caller
+                bias.release()
         return self
 
     def factors(self):
