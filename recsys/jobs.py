@@ -89,10 +89,12 @@ def redact_secrets(text: str) -> str:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: dict | None = None, run_name=None):
+def stage_run(stage: str, params: dict | None = None, run_name=None, tags: dict | None = None):
     """Start (or, under ``mlflow run``, resume) a run; record any error before re-raising.
 
-    Inside another run (the ``main`` pipeline, a search) the new run is nested under it.
+    Inside another run (the ``main`` pipeline, a search) the new run is nested under it. The
+    stage tag and ``tags`` are given to ``start_run``, so a run never exists without them: a
+    process killed right after creating it leaves a run that can still be found by its tags.
     """
     import mlflow
 
@@ -100,9 +102,9 @@ def stage_run(stage: str, params: dict | None = None, run_name=None):
     if not nested:
         check_tracking_server()
     resumed = not nested and bool(os.environ.get("MLFLOW_RUN_ID"))
+    all_tags = {"recsys.stage": stage, "recsys.version": __version__, **(tags or {})}
     with mlflow.start_run(run_name=None if resumed else (run_name or stage),
-                          nested=nested) as run:
-        mlflow.set_tags({"recsys.stage": stage, "recsys.version": __version__})
+                          nested=nested, tags=all_tags) as run:
         if params:
             mlflow.log_params(params)
         try:
@@ -463,7 +465,7 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
                          TAG_SEARCH_KEY: key, TAG_SPLIT: digest})
         mlflow.log_artifact(resolve_space_path(space))
         client = mlflow.MlflowClient()
-        _kill_stale_trials(client, parent.info.experiment_id, key)
+        _kill_stale_runs(client, parent.info.experiment_id, key, parent_id)
         say(f"[als_search] {config.feedback} ALS, objective {config.metric} "
             f"({objective_spec.direction}imise), {config.max_evals} trials, key {key}")
 
@@ -472,9 +474,10 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
         mlflow.log_metrics(baselines)
 
         def evaluate_trial(index, als_config):
-            with stage_run("als_trial", run_name=trial_name(als_config, search_space)) as child:
-                mlflow.set_tags({TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric,
-                                 TAG_SEARCH_KEY: key, TAG_SPLIT: digest, "recsys.trial": str(index)})
+            trial_tags = {TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric,
+                          TAG_SEARCH_KEY: key, TAG_SPLIT: digest, "recsys.trial": str(index)}
+            with stage_run("als_trial", run_name=trial_name(als_config, search_space),
+                           tags=trial_tags) as child:
                 mlflow.log_params({**als_config.as_params(), "k": config.k,
                                    "relevance_threshold": config.relevance_threshold})
                 with released_caches(spark):
@@ -533,14 +536,14 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
         return summary
 
 
-def _kill_stale_trials(client, experiment_id, key):
-    """Trial runs left RUNNING by a killed search of the same key: mark them KILLED (the
-    resumed search reruns those trials)."""
+def _kill_stale_runs(client, experiment_id, key, parent_id):
+    """Runs left RUNNING by a killed search of the same key, its trials and its parent run:
+    mark them KILLED (the resumed search reruns those trials; this run is the parent now)."""
     stale = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_SEARCH_KEY}` = '{key}' and "
-                                       "tags.`recsys.stage` = 'als_trial' and attributes.status = 'RUNNING'")
+        [experiment_id], filter_string=f"tags.`{TAG_SEARCH_KEY}` = '{key}' and attributes.status = 'RUNNING'")
     for run in stale:
-        client.set_terminated(run.info.run_id, "KILLED")
+        if run.info.run_id != parent_id and run.data.tags.get("recsys.stage") in ("als_trial", "als_search"):
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def _adopt_trials(client, records, parent_id):

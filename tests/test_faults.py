@@ -171,6 +171,9 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(spark, tmp_pat
     assert len(trials) - len(finished) <= 1
     parent = client.search_runs([exp_id], "tags.`recsys.stage` = 'als_search' and "
                                 "attributes.status = 'FINISHED'")[0]
+    # the killed process's parent run does not stay RUNNING for ever
+    searches = client.search_runs([exp_id], "tags.`recsys.stage` = 'als_search'")
+    assert sorted(r.info.status for r in searches) == ["FINISHED", "KILLED"]
     assert {t.data.tags["mlflow.parentRunId"] for t in finished} == {parent.info.run_id}
 
     # an uninterrupted search with the same seed (same split content, its own state) agrees
@@ -247,3 +250,30 @@ def test_racing_promotions_leave_a_consistent_registry(tmp_path, tracking_uri):
     assert sum(r["registered"] for r in (results[0], results[2])) == 1
     # the lock is gone once they are done
     assert [m.name for m in client.search_registered_models(f"name LIKE '{name}%'")] == [name]
+
+
+def test_a_run_has_its_tags_from_the_moment_it_exists(tmp_path, monkeypatch, tracking_uri):
+    """A process killed right after creating a trial run must leave a run the resumed search can
+    find by its tags (a killed search once left an untagged RUNNING trial behind): the tags are
+    part of creating the run, not a later call."""
+    import mlflow
+
+    from recsys.jobs import stage_run
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exp_id = client.create_experiment(f"tags-{tmp_path.name}", artifact_location=str(tmp_path))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"tags-{tmp_path.name}")
+
+    def killed(*_a, **_k):  # what a SIGKILL after the run's creation would leave undone
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(mlflow, "set_tags", killed)
+    monkeypatch.setattr(mlflow, "set_tag", killed)
+    with stage_run("als_trial", tags={"recsys.search_key": "k1", "recsys.trial": "3"}) as run:
+        stored = client.get_run(run.info.run_id)
+        found = client.search_runs([exp_id], "tags.`recsys.search_key` = 'k1' and "
+                                   "attributes.status = 'RUNNING'")
+    assert stored.info.status == "RUNNING"
+    assert stored.data.tags["recsys.stage"] == "als_trial"
+    assert stored.data.tags["recsys.search_key"] == "k1" and stored.data.tags["recsys.trial"] == "3"
+    assert [r.info.run_id for r in found] == [run.info.run_id]
