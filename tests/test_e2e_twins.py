@@ -31,6 +31,7 @@ def test_twins_entry_point(tmp_path):
     m = run.data.metrics
     assert m["users_kept"] == 610 and m["users_left_out"] == 0
     assert m["recall"] >= 0.95
+    assert 0 < m["exact_floor"] <= m["top_jaccard"]  # the exact top came from prefix filtering
     assert (m["bands"], m["rows"]) == (42, 3)
     assert 0 < m["candidate_pairs"] < 610 * 609 / 2
     assert m["top_jaccard"] == pytest.approx(0.7)

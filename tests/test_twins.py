@@ -240,3 +240,22 @@ def test_lsh_recall_against_exact_on_bundled_data(bundled):
     assert result.exact_top[0]["jaccard"] == pytest.approx(0.7)
     assert result.top[0] == result.exact_top[0]
     assert len(result.top) == 100
+
+
+@pytest.mark.parametrize("floor", [0.15, 0.3, 0.6])
+def test_prefix_filtering_finds_every_pair_above_the_floor(bundled, floor):
+    """The exact top at scale: prefix filtering must miss no pair with Jaccard >= floor
+    (compared with scoring every co-rated pair of the bundled data)."""
+    from pyspark.sql import functions as F
+
+    from recsys.twins import exact_scored_pairs, exact_top_pairs, prefix_candidates, top_pairs
+
+    us = user_sets(bundled.ratings, 20)
+    every = exact_scored_pairs(us).filter(F.col("jaccard") >= floor)
+    wanted = {(r["userA"], r["userB"]) for r in every.select("userA", "userB").collect()}
+    found = {(r["userA"], r["userB"]) for r in prefix_candidates(us, floor).collect()}
+    assert wanted and wanted <= found
+    n = min(len(wanted), 100)
+    assert exact_top_pairs(us, n, floor) == top_pairs(exact_scored_pairs(us), n)
+    with pytest.raises(RecsysError, match="only"):
+        exact_top_pairs(us, len(wanted) + 1, floor)
