@@ -42,6 +42,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 STAGES = ("split", "baseline", "als", "twins")
+#: Side-by-side comparisons on the same scale's split (opt-in: ``--stages ...,overhead``). Each
+#: row's note carries the ratio its script or log reports.
+COMPARISONS = ("overhead", "topk", "twins_recall", "twins_approx")
+#: approxSimilarityJoin's hash tables for the same guarantee as the default banding: a pair of
+#: Jaccard 0.5 is a candidate with probability 1 - 0.5**7 = 0.992 (banding: 42 x 3 -> 0.99+).
+APPROX_TABLES = 7
 FIELDS = ["scale", "ratings", "users", "movies", "stage", "seconds", "peak_rss_mb", "status", "load_avg",
           "note", "command", "when"]
 POLL_SECONDS = 0.5
@@ -178,6 +184,34 @@ def write_reports(rows: list[dict], results: Path) -> None:
     benchmark_times(ok, str(results / "benchmark.png"))
 
 
+def comparison_command(stage: str, release: Path, split_dir: Path) -> list[str]:
+    """The command of a comparison stage (scripts under experiments/, or twins with options)."""
+    here = ROOT / "experiments"
+    if stage == "overhead":
+        return [sys.executable, str(here / "bench_trial_overhead.py"), "--data", str(release),
+                "--split-dir", str(split_dir)]
+    if stage == "topk":
+        return [sys.executable, str(here / "bench_topk.py"), "--data", str(release),
+                "--split-dir", str(split_dir), "--repeat", "1"]
+    twins = [sys.executable, "-m", "recsys", "twins", "--data", str(release), "--compare-exact", "true"]
+    if stage == "twins_approx":
+        return twins + ["--method", "approx_join", "--n-hashes", str(APPROX_TABLES)]
+    return twins  # twins_recall: the default banded method, with the exact top for recall
+
+
+def comparison_note(stage: str, log: str) -> str:
+    """The figures a comparison stage printed: its ratio lines, or twins' candidates and recall."""
+    lines = log.splitlines()
+    if stage == "overhead":
+        keep = [ln for ln in lines if ln.startswith(("trial wall time", "bare ALS", "ratio"))]
+    elif stage == "topk":
+        keep = [ln for ln in lines if ln.startswith(("| blocked", "| naive", "| slack", "naive /"))]
+    else:
+        keep = [ln.replace("[twins] ", "") for ln in lines
+                if re.search(r"candidate pairs in|exact Jaccard of candidates|recall", ln)]
+    return "; ".join(k.strip() for k in keep)
+
+
 def record(rows: dict, ctx: dict, stage: str, result: dict, cmd: list, note: str = "") -> None:
     """Store one stage's measurement (replacing an older one) and redraw the reports."""
     stats_file = ctx["release"] / "synthetic_stats.json"
@@ -198,7 +232,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", default="0.1M,1M", help="ratings per run, e.g. 0.1M,1M,10M,33.8M")
     parser.add_argument("--stages", default=",".join(STAGES),
-                        help=f"comma-separated subset of {','.join(STAGES)}; 'none' = only generate")
+                        help=f"comma-separated subset of {','.join(STAGES)}, plus the comparisons "
+                             f"{','.join(COMPARISONS)} (they need a split: list split first or "
+                             "with --keep); 'none' = only generate")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work-dir", default=str(ROOT / "outputs" / "benchmark"),
                         help="cached releases and per-run scratch (splits, MLflow store)")
@@ -214,9 +250,9 @@ def main(argv=None) -> int:
     from recsys.data.synthetic import scaled_config
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip() and s.strip() != "none"]
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in STAGES + COMPARISONS]
     if unknown:
-        parser.error(f"--stages: unknown {', '.join(unknown)}; allowed: {', '.join(STAGES)}")
+        parser.error(f"--stages: unknown {', '.join(unknown)}; allowed: {', '.join(STAGES + COMPARISONS)}")
     work_dir = Path(args.work_dir).resolve()
     results = Path(args.results).resolve()
     results.mkdir(parents=True, exist_ok=True)
@@ -263,6 +299,15 @@ def main(argv=None) -> int:
 
         split_dir = scratch / "split"
         for stage in stages:
+            if stage in COMPARISONS:
+                # the scripts take --spark-master only; twins takes every Spark option
+                extra = spark_args if stage.startswith("twins") else spark_args[:2] * bool(args.spark_master)
+                cmd = comparison_command(stage, release, split_dir) + extra
+                result = run_measured(cmd, env, str(scratch), scratch / f"{stage}.log", args.timeout)
+                log = (scratch / f"{stage}.log").read_text(errors="replace")
+                note = comparison_note(stage, log) if result["status"] == "ok" else " / ".join(result["tail"])
+                record(rows, ctx, stage, result, cmd, note=note)
+                continue
             if stage not in commands:
                 record(rows, ctx, stage, {}, [], note=f"no `python -m recsys {stage}` command yet: skipped")
                 continue
