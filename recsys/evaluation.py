@@ -116,6 +116,7 @@ class BiasBaseline:
         self.global_mean: float | None = None
         self.user_bias = None  # DataFrame[userId, user_bias]
         self.item_bias = None  # DataFrame[movieId, item_bias]
+        self._residuals: tuple | None = None  # (ratings, their cached residuals)
 
     def fit(self, train) -> BiasBaseline:
         from pyspark.sql import functions as F
@@ -161,11 +162,26 @@ class BiasBaseline:
                 .withColumn(RATING_COL, (F.col(RATING_COL) - base).cast("float"))
                 .select(*ratings.columns))
 
+    def cached_residuals(self, ratings):
+        """:meth:`residuals` of ``ratings``, cached and materialised once and reused while
+        ``ratings`` is the same DataFrame object: a search fits every explicit trial on the
+        same residuals, so they are computed once, not per trial. :meth:`release` frees them."""
+        if self._residuals is None or self._residuals[0] is not ratings:
+            if self._residuals is not None:
+                self._residuals[1].unpersist()
+            cached = self.residuals(ratings).cache()
+            cached.count()
+            self._residuals = (ratings, cached)
+        return self._residuals[1]
+
     def release(self) -> None:
-        """Unpersist the cached offset tables (they are recomputed if used again)."""
+        """Unpersist the cached offset tables and residuals (recomputed if used again)."""
         for table in (self.user_bias, self.item_bias):
             if table is not None:
                 table.unpersist()
+        if self._residuals is not None:
+            self._residuals[1].unpersist()
+            self._residuals = None
 
     def save(self, path: str) -> None:
         """Write ``path/users``, ``path/movies`` (Parquet) and ``path/bias.json`` (mean, damping)."""

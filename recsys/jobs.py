@@ -472,6 +472,8 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
         baselines = _log_baselines(train, validation, loaded.test, fallback, config.k,
                                    config.relevance_threshold)
         mlflow.log_metrics(baselines)
+        if config.feedback == "explicit":  # every trial fits on these residuals: cache them once,
+            fallback.cached_residuals(train)  # before the trials (whose own caches are released)
 
         def evaluate_trial(index, als_config):
             trial_tags = {TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric,

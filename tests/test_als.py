@@ -82,6 +82,28 @@ def test_biases_are_folded_into_the_factors_exactly(spark):
     assert rmse["biased"] < 0.2 < rmse["plain"], rmse
 
 
+def test_a_given_baseline_serves_its_cached_residuals_to_every_fit(spark):
+    """A search passes its bias baseline to every trial: the residuals are computed and cached
+    once per training set, and the models equal those that fit their own baseline."""
+    from recsys.evaluation import BiasBaseline
+
+    train, held = _additive(spark)
+    baseline = BiasBaseline().fit(train)
+    first = ALSRecommender(rank=1, max_iter=5, reg_param=0.05, seed=3, baseline=baseline).fit(train)
+    cached = baseline.cached_residuals(train)
+    assert cached.is_cached and cached.count() == train.count()
+    second = ALSRecommender(rank=2, max_iter=5, reg_param=0.1, seed=3, baseline=baseline).fit(train)
+    assert baseline.cached_residuals(train) is cached  # not recomputed for the second fit
+    own = ALSRecommender(rank=1, max_iter=5, reg_param=0.05, seed=3).fit(train)
+    got = first.predict(held).withColumnRenamed("prediction", "a").join(
+        own.predict(held).withColumnRenamed("prediction", "b"), ["userId", "movieId"]).collect()
+    assert len(got) == held.count()
+    assert all(r["a"] == pytest.approx(r["b"], abs=1e-5) for r in got)
+    assert second.model.rank == 4
+    baseline.release()
+    assert not cached.is_cached
+
+
 def _checkerboard(spark, liked_only=False):
     """Users 1-12: even users like movies 1-6 (5.0) and dislike 7-12 (1.0), odd users the
     reverse; every user rated all 12 movies except user 2, who never rated movie 4 (liked by

@@ -166,14 +166,16 @@ class ALSRecommender(Recommender):
             return self
         from recsys.evaluation import BiasBaseline
 
-        bias = self.baseline if self.baseline is not None else BiasBaseline().fit(train)
+        if self.baseline is not None:  # the caller's: its cached residuals serve every fit on train
+            self.model = _with_biases(als.fit(self.baseline.cached_residuals(train)), self.baseline)
+            return self
+        bias = BiasBaseline().fit(train)
         residuals = bias.residuals(train).cache()
         try:
             self.model = _with_biases(als.fit(residuals), bias)
         finally:
             residuals.unpersist()
-            if bias is not self.baseline:  # a given baseline belongs to the caller
-                bias.release()
+            bias.release()
         return self
 
     def factors(self):
