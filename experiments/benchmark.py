@@ -184,12 +184,12 @@ def write_reports(rows: list[dict], results: Path) -> None:
     benchmark_times(ok, str(results / "benchmark.png"))
 
 
-def comparison_command(stage: str, release: Path, split_dir: Path) -> list[str]:
+def comparison_command(stage: str, release: Path, split_dir: Path, trials: int = 3) -> list[str]:
     """The command of a comparison stage (scripts under experiments/, or twins with options)."""
     here = ROOT / "experiments"
     if stage == "overhead":
         return [sys.executable, str(here / "bench_trial_overhead.py"), "--data", str(release),
-                "--split-dir", str(split_dir)]
+                "--split-dir", str(split_dir), "--trials", str(trials)]
     if stage == "topk":
         return [sys.executable, str(here / "bench_topk.py"), "--data", str(release),
                 "--split-dir", str(split_dir), "--repeat", "1"]
@@ -203,7 +203,7 @@ def comparison_note(stage: str, log: str) -> str:
     """The figures a comparison stage printed: its ratio lines, or twins' candidates and recall."""
     lines = log.splitlines()
     if stage == "overhead":
-        keep = [ln for ln in lines if ln.startswith(("trial wall time", "bare ALS", "ratio"))]
+        keep = [ln for ln in lines if ln.startswith(("trial wall time", "bare ALS", "ratio", "warm-up"))]
     elif stage == "topk":
         keep = [ln for ln in lines if ln.startswith(("| blocked", "| naive", "| slack", "naive /"))]
     else:
@@ -242,6 +242,7 @@ def main(argv=None) -> int:
     parser.add_argument("--spark-master", default="", help="passed to every stage (default local[*])")
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every stage, e.g. spark.driver.memory=12g")
+    parser.add_argument("--overhead-trials", type=int, default=3, help="search trials of the overhead stage")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per stage")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder of each scale")
     args = parser.parse_args(argv)
@@ -302,7 +303,7 @@ def main(argv=None) -> int:
             if stage in COMPARISONS:
                 # the scripts take --spark-master only; twins takes every Spark option
                 extra = spark_args if stage.startswith("twins") else spark_args[:2] * bool(args.spark_master)
-                cmd = comparison_command(stage, release, split_dir) + extra
+                cmd = comparison_command(stage, release, split_dir, args.overhead_trials) + extra
                 result = run_measured(cmd, env, str(scratch), scratch / f"{stage}.log", args.timeout)
                 log = (scratch / f"{stage}.log").read_text(errors="replace")
                 note = comparison_note(stage, log) if result["status"] == "ok" else " / ".join(result["tail"])
