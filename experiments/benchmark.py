@@ -15,8 +15,11 @@ with its own MLflow store (``sqlite`` in a temporary folder) and its own Parquet
 - ``baseline``, ``als`` (one trial), ``twins``: with their commands' default parameters on
   that split; skipped, with a note, when ``python -m recsys --help`` does not list them.
 
-Peak memory is the largest sum of RSS over the stage's whole process tree (Python driver,
-JVM, Python workers), polled every 0.5 s from /proc. Results are merged into
+Peak memory is the largest sum of anonymous resident memory (``RssAnon + RssShmem``) over the
+stage's whole process tree (Python driver, JVM, Python workers), polled every 0.5 s from /proc,
+with each part's own peak and the peak of file-backed resident pages (page cache mapped by the
+processes) beside it. Rows without that breakdown were measured by an earlier version as the
+plain RSS sum, file-backed pages included. Results are merged into
 ``experiments/results/benchmark.csv`` (one row per scale and stage; a later run replaces its
 own rows), with ``benchmark.md`` and ``benchmark.png`` (log-log time against ratings) redrawn
 from all rows.
@@ -48,8 +51,8 @@ COMPARISONS = ("overhead", "topk", "twins_recall", "twins_approx")
 #: approxSimilarityJoin's hash tables for the same guarantee as the default banding: a pair of
 #: Jaccard 0.5 is a candidate with probability 1 - 0.5**7 = 0.992 (banding: 42 x 3 -> 0.99+).
 APPROX_TABLES = 7
-FIELDS = ["scale", "ratings", "users", "movies", "stage", "seconds", "peak_rss_mb", "status", "load_avg",
-          "note", "command", "when"]
+FIELDS = ["scale", "ratings", "users", "movies", "stage", "seconds", "peak_rss_mb", "peak_detail", "status",
+          "load_avg", "note", "command", "when"]
 POLL_SECONDS = 0.5
 
 
@@ -82,39 +85,72 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def _rss_bytes(pid: int) -> int:
+def _rss_bytes(pid: int) -> tuple[int, int]:
+    """``(anonymous, file-backed)`` resident bytes of ``pid``. Anonymous (``RssAnon + RssShmem``)
+    is what the process allocated. File-backed pages (memory-mapped files, e.g. blocks Spark
+    reads back from disk) belong to the kernel's page cache, which it frees under pressure, so
+    they are reported apart."""
     try:
-        with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, IndexError, ValueError):
-        return 0
+        with open(f"/proc/{pid}/status") as fh:
+            f = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in fh)
+                 if k in ("RssAnon", "RssShmem", "RssFile")}
+        return f.get("RssAnon", 0) + f.get("RssShmem", 0), f.get("RssFile", 0)
+    except (OSError, ValueError):
+        return 0, 0
 
 
-def tree_rss(root: int) -> int:
-    """Sum of RSS of ``root`` and all its descendants, in bytes."""
+def _kind(pid: int, root: int) -> str:
+    """Which part of a stage a process is: the JVM, the Python driver, or Python workers."""
+    if pid == root:
+        return "driver"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return "other"
+    if "java" in cmd.split(" ", 1)[0]:
+        return "jvm"
+    return "workers" if "pyspark.daemon" in cmd or "pyspark.worker" in cmd else "other"
+
+
+def tree_rss(root: int, by_kind: dict | None = None) -> tuple[int, int]:
+    """``(anonymous, file-backed)`` resident bytes of ``root`` and all its descendants;
+    ``by_kind`` gets the anonymous sums per :func:`_kind`."""
     children = _children_map()
-    total, stack, seen = 0, [root], set()
+    anon = file = 0
+    stack, seen = [root], set()
     while stack:
         pid = stack.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += _rss_bytes(pid)
+        a, f = _rss_bytes(pid)
+        anon, file = anon + a, file + f
+        if by_kind is not None:
+            kind = _kind(pid, root)
+            by_kind[kind] = by_kind.get(kind, 0) + a
         stack.extend(children.get(pid, ()))
-    return total
+    return anon, file
 
 
 def run_measured(cmd: list[str], env: dict, cwd: str, log_path: Path, timeout: float) -> dict:
-    """Run ``cmd``; return wall seconds, peak tree RSS (MB), exit status and the log's tail."""
+    """Run ``cmd``; return wall seconds, the peak anonymous resident memory of its process tree
+    (MB), each part's own peak (JVM, Python driver, Python workers) and the peak of file-backed
+    resident pages, exit status and the log's tail."""
     load = os.getloadavg()[0]
     start = time.time()
-    peak = 0
+    peak = peak_file = 0
+    peaks: dict[str, int] = {}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         status = None
         while status is None:
-            peak = max(peak, tree_rss(proc.pid))
+            kinds: dict[str, int] = {}
+            anon, file = tree_rss(proc.pid, kinds)
+            peak, peak_file = max(peak, anon), max(peak_file, file)
+            for kind, rss in kinds.items():
+                peaks[kind] = max(peaks.get(kind, 0), rss)
             try:
                 status = proc.wait(timeout=POLL_SECONDS)
             except subprocess.TimeoutExpired:
@@ -124,7 +160,9 @@ def run_measured(cmd: list[str], env: dict, cwd: str, log_path: Path, timeout: f
                     status = "timeout"
     seconds = time.time() - start
     tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 2**20),
+    detail = ", ".join(f"{k} {round(v / 2**20)}" for k, v in sorted(peaks.items()) if v)
+    detail += f"; file-backed {round(peak_file / 2**20)}"
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 2**20), "peak_detail": detail,
             "status": "ok" if status == 0 else f"failed ({status})", "tail": tail, "load_avg": round(load, 1)}
 
 
@@ -166,11 +204,14 @@ def write_reports(rows: list[dict], results: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| scale | ratings | users | movies | stage | wall time (s) | peak RSS (MB) | status | load |",
-             "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |"]
+    lines = ["| scale | ratings | users | movies | stage | wall time (s) | peak memory (MB) | of which (MB, "
+             "each part's own peak) | status | load |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | --- | ---: |"]
     for r in rows:
         lines.append(f"| {r['scale']} | {int(r['ratings']):,} | {int(r['users']):,} | {int(r['movies']):,} | "
-                     f"{r['stage']} | {r['seconds']} | {r['peak_rss_mb']} | {r['status']} | "
+                     f"{r['stage']} | {r['seconds']} | {r['peak_rss_mb']} | "
+                     f"{r.get('peak_detail') or 'plain RSS sum, file-backed included (earlier method)'} | "
+                     f"{r['status']} | "
                      f"{r.get('load_avg') or ''} |")
     notes = [f"- {r['scale']} {r['stage']}: {r['note']}" for r in rows if r.get("note")]
     text = ("# Benchmark results\n\nWritten by `experiments/benchmark.py` (see experiments/README.md). "
@@ -221,10 +262,12 @@ def record(rows: dict, ctx: dict, stage: str, result: dict, cmd: list, note: str
         "scale": label, "ratings": stats.get("ratings", config.n_ratings),
         "users": stats.get("users", config.n_users), "movies": config.n_movies,
         "stage": stage, "seconds": result.get("seconds", ""),
-        "peak_rss_mb": result.get("peak_rss_mb", ""), "status": result.get("status", "skipped"),
+        "peak_rss_mb": result.get("peak_rss_mb", ""), "peak_detail": result.get("peak_detail", ""),
+        "status": result.get("status", "skipped"),
         "load_avg": result.get("load_avg", ""), "note": note, "command": " ".join(cmd), "when": ctx["when"]}
     print(f"[benchmark] {label} {stage}: {result.get('status', 'skipped')} "
-          f"{result.get('seconds', '')}s peak {result.get('peak_rss_mb', '')} MB {note}", flush=True)
+          f"{result.get('seconds', '')}s peak {result.get('peak_rss_mb', '')} MB "
+          f"({result.get('peak_detail', '')}) {note}", flush=True)
     write_reports(list(rows.values()), ctx["results"])
 
 
