@@ -220,8 +220,8 @@ def write_reports(rows: list[dict], results: Path) -> None:
     (results / "benchmark.md").write_text(text)
     from recsys.plots import benchmark_times
 
-    ok = [dict(r, ratings=int(r["ratings"]), seconds=float(r["seconds"]))
-          for r in rows if r["status"] == "ok"]
+    ok = [dict(r, ratings=int(r["ratings"]), seconds=float(r["seconds"]))  # comparisons: table only
+          for r in rows if r["status"] == "ok" and r["stage"] in STAGES + ("synthesize",)]
     benchmark_times(ok, str(results / "benchmark.png"))
 
 
