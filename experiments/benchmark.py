@@ -249,7 +249,7 @@ def comparison_note(stage: str, log: str) -> str:
         keep = [ln for ln in lines if ln.startswith(("| blocked", "| naive", "| slack", "naive /"))]
     else:
         keep = [ln.replace("[twins] ", "") for ln in lines
-                if re.search(r"candidate pairs in|first pass|exact Jaccard of candidates|recall", ln)]
+                if re.search(r"candidate pairs in|exact Jaccard of candidates|recall", ln)]
     return "; ".join(k.strip() for k in keep)
 
 
