@@ -677,7 +677,8 @@ def twins(data=None, min_ratings=20, n_pairs=100, n_hashes=128, method="banded",
     the Pearson correlation of their ratings against random pairs (``recsys.twins``).
 
     Logs: params (every ``TwinsConfig`` field, ``data``); metrics ``users_kept``,
-    ``users_left_out``, ``movies``, ``candidate_pairs``, ``bands``, ``rows``, bucket sizes,
+    ``users_left_out``, ``movies``, ``candidate_pairs``, ``scored_pairs``, ``size_floor``,
+    ``bands``, ``rows``, bucket sizes,
     ``recall`` (with ``compare_exact``), ``top_jaccard`` / ``last_jaccard``, ``twins_pearson_*``,
     ``random_pearson_*`` (count, defined, undefined, mean, median, std, ci_low, ci_high),
     ``pearson_difference``, ``pearson_diff_ci_low|high``, ``pearson_p_value`` and

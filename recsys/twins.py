@@ -36,7 +36,9 @@ the sets are one shuffle of R; signatures cost ``R * n_hashes`` hash evaluations
 (MinHashLSH's transform) and ``U * n_hashes`` stored values; banding explodes ``U * b`` rows,
 drops singleton buckets and self-joins the rest, producing at most ``(U * b) * bucket_cap / 2``
 pair rows and usually far fewer (pairs of dissimilar users collide rarely once ``r >= 3``);
-scoring joins the ``C`` distinct candidates with both users' sets (``C * S`` work and shuffle).
+scoring joins the ``C`` distinct candidates with both users' sets (``C * S`` work and shuffle),
+reduced by :func:`top_candidates` to the candidates whose set sizes can reach the Jaccard of a
+first-pass top (pairs met in many bands), found from the sizes alone.
 The dense movie index and the random-pair user index are each one single-partition window over
 the distinct ids (M or U rows: 86 k / 331 k on ml-latest, a few MB). Nothing that grows with
 the data is collected: only the top ``n_pairs`` rows, the ``n_random`` sampled pairs and counts.
@@ -234,9 +236,11 @@ def signatures(sets, n_movies: int, n_hashes: int, seed: int):
 def banded_candidates(sigs, bands: int, rows: int, bucket_cap: int, seed: int):
     """Distinct candidate pairs (userA < userB) sharing all ``rows`` values of some band.
 
-    Returns ``(pairs, band_rows)``; ``band_rows`` (band, key, user, size, sub) is returned so
-    callers can report bucket sizes. Buckets larger than ``bucket_cap`` are split into
-    ``ceil(size / bucket_cap)`` sub-buckets of consecutive ranks in a seeded per-band order.
+    Returns ``(pairs, band_rows)``: ``pairs`` (userA, userB, bands) counts the bands (sub-buckets)
+    a pair met in, which :func:`top_candidates` uses to find likely twins first; ``band_rows``
+    (band, key, user, size, sub) is returned so callers can report bucket sizes. Buckets larger
+    than ``bucket_cap`` are split into ``ceil(size / bucket_cap)`` sub-buckets of consecutive
+    ranks in a seeded per-band order.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -255,7 +259,7 @@ def banded_candidates(sigs, bands: int, rows: int, bucket_cap: int, seed: int):
     a = band_rows.select("band", "key", "sub", F.col("user").alias("userA"))
     b = band_rows.select("band", "key", "sub", F.col("user").alias("userB"))
     pairs = (a.join(b, ["band", "key", "sub"]).filter(F.col("userA") < F.col("userB"))
-             .select("userA", "userB").distinct())
+             .groupBy("userA", "userB").agg(F.count("*").cast("int").alias("bands")))
     return pairs, band_rows
 
 
@@ -286,6 +290,53 @@ def score_pairs(pairs, sets):
     return scored.select("userA", "userB", "size_a", "size_b", "common",
                          (F.col("common") / (F.col("size_a") + F.col("size_b") - F.col("common")))
                          .alias("jaccard"))
+
+
+#: The first pass of :func:`top_candidates` scores this many times ``n_pairs`` candidates.
+FIRST_PASS_FACTOR = 10
+
+
+def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0) -> tuple[list[dict], dict]:
+    """The top ``n_pairs`` of ``candidates`` by exact Jaccard, the same rows as
+    ``top_pairs(score_pairs(candidates, sets), n_pairs)``, without carrying every candidate's
+    movie arrays through the scoring joins.
+
+    Scoring joins each pair with both users' arrays: at full scale ~10^8 candidates x ~150 movies,
+    most of the work. When ``candidates`` has a ``bands`` count and ``first_pass >= n_pairs``, a
+    first pass scores only the ``first_pass`` pairs that met in the most bands (likely twins).
+    The lowest Jaccard ``f`` of their top ``n_pairs`` is a floor the true ``n_pairs``-th candidate
+    reaches (those pairs exist), and since Jaccard <= min(size) / max(size), every candidate with
+    Jaccard >= ``f`` has ``min size >= f * max size``. The second pass drops the others using the
+    two sizes alone (integers, cheap to join) and scores the rest. Returns ``(top, stats)`` with
+    ``floor`` (0: no first pass), ``first_pass_pairs`` and ``scored_pairs`` (candidates whose
+    arrays were joined in the second pass).
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    stats: dict = {"floor": 0.0, "first_pass_pairs": 0}
+    if first_pass >= n_pairs and "bands" in candidates.columns:
+        # a global top-N of (pair, count) rows, n_pairs-sized: nothing that grows with the data
+        first = (candidates.orderBy(F.col("bands").desc(), "userA", "userB").limit(first_pass)
+                 .select("userA", "userB").persist(StorageLevel.MEMORY_AND_DISK))
+        stats["first_pass_pairs"] = int(first.count())
+        found = top_pairs(score_pairs(first, sets), n_pairs)
+        first.unpersist()
+        if len(found) == n_pairs:
+            stats["floor"] = min(p["jaccard"] for p in found)
+    kept = candidates.select("userA", "userB")
+    if stats["floor"] > 0:
+        t = stats["floor"] - 1e-9  # conservative: keeping a pair too many never changes the top
+        size_a = sets.select(F.col("user").alias("userA"), F.col("n_items").alias("size_a"))
+        size_b = sets.select(F.col("user").alias("userB"), F.col("n_items").alias("size_b"))
+        kept = (kept.join(size_a, "userA").join(size_b, "userB")
+                .filter(F.least("size_a", "size_b") >= F.lit(t) * F.greatest("size_a", "size_b"))
+                .select("userA", "userB"))
+    kept = kept.persist(StorageLevel.MEMORY_AND_DISK)
+    stats["scored_pairs"] = int(kept.count())
+    top = top_pairs(score_pairs(kept, sets), n_pairs)
+    kept.unpersist()
+    return top, stats
 
 
 def exact_scored_pairs(user_sets_: UserSets):
@@ -392,7 +443,8 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = _quiet,
 
     ``stats`` holds users_kept, users_left_out, movies, candidate_pairs (banded/approx_join),
     bands, rows, band_threshold, hit_probability_at_target, largest_bucket, split_buckets,
-    largest_sub_bucket (banded), recall (when ``compare_exact``) and ``*_seconds`` per stage.
+    largest_sub_bucket (banded), scored_pairs and size_floor (see :func:`top_candidates`), recall
+    (when ``compare_exact``) and ``*_seconds`` per stage.
     """
     stats: dict = {}
     t0 = time.time()
@@ -449,8 +501,14 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = _quiet,
         stats["candidates_seconds"] = time.time() - t
         progress(f"[twins] {stats['candidate_pairs']} candidate pairs in {stats['candidates_seconds']:.1f}s")
         t = time.time()
-        top = top_pairs(score_pairs(candidates, us.sets), config.n_pairs)
+        top, scoring = top_candidates(candidates, us.sets, config.n_pairs,
+                                      FIRST_PASS_FACTOR * config.n_pairs if config.method == "banded" else 0)
         stats["scoring_seconds"] = time.time() - t
+        stats.update(scored_pairs=scoring["scored_pairs"], size_floor=scoring["floor"])
+        if scoring["first_pass_pairs"]:
+            progress(f"[twins] first pass: the {scoring['first_pass_pairs']} pairs met in most bands give "
+                     f"a Jaccard floor {scoring['floor']:.3f}; {scoring['scored_pairs']} candidates have "
+                     "sizes that can reach it")
         progress(f"[twins] exact Jaccard of candidates, top {len(top)} in {stats['scoring_seconds']:.1f}s")
         candidates.unpersist()
         if band_rows is not None:

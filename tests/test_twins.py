@@ -259,3 +259,25 @@ def test_prefix_filtering_finds_every_pair_above_the_floor(bundled, floor):
     assert exact_top_pairs(us, n, floor) == top_pairs(exact_scored_pairs(us), n)
     with pytest.raises(RecsysError, match="only"):
         exact_top_pairs(us, len(wanted) + 1, floor)
+
+
+def test_scoring_by_a_size_floor_gives_the_same_top_as_scoring_every_candidate(bundled):
+    """The two-pass scoring skips candidates by their sizes only: the top must not change."""
+    from recsys.twins import score_pairs, top_candidates, top_pairs
+
+    us = user_sets(bundled.ratings, 20)
+    sigs = signatures(us.sets, us.n_movies, 128, 42)
+    candidates, _ = banded_candidates(sigs, 42, 3, 500, 42)
+    candidates = candidates.cache()
+    n_candidates = candidates.count()
+    every = top_pairs(score_pairs(candidates.select("userA", "userB"), us.sets), 100)
+    top, stats = top_candidates(candidates, us.sets, 100, first_pass=1000)
+    assert top == every
+    # the 100th of the 1000 most-banded pairs is a floor at or below the true 100th (0.457)
+    assert 0.3 < stats["floor"] <= every[-1]["jaccard"]
+    assert stats["first_pass_pairs"] == 1000 and 0 < stats["scored_pairs"] < n_candidates
+    # no first pass (or no band counts): every candidate is scored, same top
+    for frame, first_pass in ((candidates, 0), (candidates.select("userA", "userB"), 1000)):
+        top, stats = top_candidates(frame, us.sets, 100, first_pass)
+        assert top == every and stats["floor"] == 0.0 and stats["scored_pairs"] == n_candidates
+    candidates.unpersist()
