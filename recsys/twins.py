@@ -292,6 +292,13 @@ def score_pairs(pairs, sets):
                          .alias("jaccard"))
 
 
+def _sizes_can_reach(t: float):
+    """Pairs whose sizes allow Jaccard >= ``t`` (Jaccard <= min size / max size)."""
+    from pyspark.sql import functions as F
+
+    return F.least("size_a", "size_b") >= F.lit(t) * F.greatest("size_a", "size_b")
+
+
 #: The first pass of :func:`top_candidates` scores this many times ``n_pairs`` candidates.
 FIRST_PASS_FACTOR = 10
 
@@ -330,7 +337,7 @@ def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0) -> tuple
         size_a = sets.select(F.col("user").alias("userA"), F.col("n_items").alias("size_a"))
         size_b = sets.select(F.col("user").alias("userB"), F.col("n_items").alias("size_b"))
         kept = (kept.join(size_a, "userA").join(size_b, "userB")
-                .filter(F.least("size_a", "size_b") >= F.lit(t) * F.greatest("size_a", "size_b"))
+                .filter(_sizes_can_reach(t))
                 .select("userA", "userB"))
     kept = kept.persist(StorageLevel.MEMORY_AND_DISK)
     stats["scored_pairs"] = int(kept.count())
@@ -381,7 +388,7 @@ def prefix_candidates(user_sets_: UserSets, floor: float):
     a = prefix.select(F.col("user").alias("userA"), F.col("n_items").alias("size_a"), "item")
     b = prefix.select(F.col("user").alias("userB"), F.col("n_items").alias("size_b"), "item")
     return (a.join(b, "item").filter(F.col("userA") < F.col("userB"))
-            .filter(F.least("size_a", "size_b") >= F.lit(t) * F.greatest("size_a", "size_b"))
+            .filter(_sizes_can_reach(t))
             .select("userA", "userB").distinct())
 
 
@@ -446,6 +453,8 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = _quiet,
     largest_sub_bucket (banded), scored_pairs and size_floor (see :func:`top_candidates`), recall
     (when ``compare_exact``) and ``*_seconds`` per stage.
     """
+    from pyspark import StorageLevel
+
     stats: dict = {}
     t0 = time.time()
     progress(f"[twins] building movie sets (min_ratings={config.min_ratings})")
@@ -476,7 +485,6 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = _quiet,
                      f"rows, threshold ~{stats['band_threshold']:.2f}")
             sigs = signatures(us.sets, us.n_movies, config.n_hashes, config.seed)
             candidates, band_rows = banded_candidates(sigs, bands, rows, config.bucket_cap, config.seed)
-            from pyspark import StorageLevel
             from pyspark.sql import functions as F
 
             band_rows = band_rows.persist(StorageLevel.MEMORY_AND_DISK)
@@ -494,8 +502,6 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = _quiet,
             progress(f"[twins] approxSimilarityJoin with {config.n_hashes} hash tables")
             candidates = approx_join_candidates(us.sets, us.n_movies, config.n_hashes, config.seed)
             band_rows = None
-        from pyspark import StorageLevel
-
         candidates = candidates.persist(StorageLevel.MEMORY_AND_DISK)
         stats["candidate_pairs"] = int(candidates.count())
         stats["candidates_seconds"] = time.time() - t
