@@ -190,6 +190,12 @@ def load_space(path: str, feedback: str) -> dict[str, dict]:
             raise RecsysError(f"{where}: {spec['dist']} needs low > 0 (got {low:g})")
         if q <= 0:
             raise RecsysError(f"{where}: q={q:g} must be > 0")
+        for bound, value in (("low", low), ("high", high)):  # a trial must never get a bad value
+            drawn = round(value / q) * q if spec["dist"].startswith("q") else value  # as hyperopt
+            try:
+                ALSConfig(**{name: int(round(drawn)) if name == "rank" else drawn})
+            except RecsysError as err:
+                raise RecsysError(f"{where}: {bound}={value:g} is out of range: {err}") from err
         space[name] = {"dist": spec["dist"], "low": low, "high": high}
         if spec["dist"].startswith("q"):
             space[name]["q"] = q
@@ -215,10 +221,10 @@ def hyperopt_space(space: dict[str, dict]) -> dict:
 
 
 def trial_config(sampled: dict, config: SearchConfig) -> ALSConfig:
-    """The ALSConfig of a trial: sampled values (rank rounded, at least 1) + the search's fixed ones."""
+    """The ALSConfig of a trial: sampled values (rank rounded) + the search's fixed ones."""
     values = {k: float(v) for k, v in sampled.items()}
     if "rank" in values:
-        values["rank"] = max(1, int(round(values["rank"])))
+        values["rank"] = int(round(values["rank"]))
     return ALSConfig(max_iter=config.max_iter, implicit_prefs=config.feedback == "implicit",
                      seed=config.seed, **values)
 

@@ -123,6 +123,17 @@ PARAM_CASES = {
     "baseline_damping": (["baseline", "--damping", "-1"], "damping='-1' must be a finite number >= 0"),
     "twins_method": (["twins", "--method", "kmeans"], "method 'kmeans' is unknown; allowed:"),
     "twins_similarity": (["twins", "--target-similarity", "1.5"], "target_similarity='1.5' must be in"),
+    "als_rank_zero": (["als", "--rank", "0"], "rank=0 must be an integer >= 1"),
+    "als_negative_reg_param": (["als", "--reg-param", "-0.1"], "reg_param=-0.1 must be a finite number >= 0"),
+    "als_implicit_prefs": (["als", "--implicit-prefs", "maybe"],
+                           "implicit_prefs='maybe' must be true or false"),
+    "search_objective": (["als-search", "--objective", "auc"], "objective='auc' is unknown; allowed: auto"),
+    "search_objective_feedback": (["als-search", "--feedback", "implicit", "--objective", "rmse"],
+                                  "objective=rmse needs feedback=explicit"),
+    "search_max_evals": (["als-search", "--max-evals", "0"], "max_evals=0 must be an integer >= 1"),
+    "search_space_bounds": (["als-search", "--space", "bad_space.yaml"],
+                            "explicit.reg_param: low=-1 is out of range"),
+    "promote_force": (["promote", "--force", "perhaps"], "force='perhaps' must be true or false"),
     "synthesize_users": (["synthesize", "--n-users", "0"], "n_users=0 must be in 1.."),
     "synthesize_format": (["synthesize", "--format", "tar"], "format='tar' is unknown; allowed:"),
 }
@@ -132,9 +143,10 @@ PARAM_CASES = {
 def test_parameter_errors(case, tmp_path, spark, monkeypatch):
     argv, fragment = PARAM_CASES[case]
     out = tmp_path / "out"
+    (tmp_path / "bad_space.yaml").write_text("explicit:\n  reg_param: {dist: uniform, low: -1, high: 1}\n")
     if argv[0] == "synthesize":
         argv = [*argv, "--output", str(out)]
-    elif argv[0] != "twins":
+    elif argv[0] not in ("twins", "promote"):
         argv = [*argv, "--split-dir", str(out)]
     _invoke_and_check_failure(argv, fragment, tmp_path, monkeypatch)
     assert not out.exists()

@@ -83,6 +83,17 @@ def test_space_yaml_is_validated(tmp_path):
         load_space(str(bad), "explicit")
     with pytest.raises(RecsysError, match="file not found"):
         load_space(str(tmp_path / "missing.yaml"), "explicit")
+    # bounds a trial would be refused for are refused before any trial runs
+    bad.write_text("explicit:\n  reg_param: {dist: uniform, low: -0.5, high: 1}\n")
+    with pytest.raises(RecsysError, match=r"explicit.reg_param: low=-0.5 is out of range: "
+                                          r"reg_param=-0.5 must be a finite number >= 0"):
+        load_space(str(bad), "explicit")
+    # quniform draws round(x / q) * q: low 1 with q 2 can draw rank 0
+    bad.write_text("explicit:\n  rank: {dist: quniform, low: 1, high: 8, q: 2}\n")
+    with pytest.raises(RecsysError, match=r"explicit.rank: low=1 is out of range: rank=0 must be"):
+        load_space(str(bad), "explicit")
+    bad.write_text("explicit:\n  rank: {dist: quniform, low: 1.5, high: 8, q: 1}\n")
+    assert load_space(str(bad), "explicit")["rank"]["low"] == 1.5
 
 
 def test_trial_config_rounds_rank_and_fixes_the_rest():
