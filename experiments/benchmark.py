@@ -234,10 +234,10 @@ def comparison_command(stage: str, release: Path, split_dir: Path, trials: int =
     if stage == "topk":
         return [sys.executable, str(here / "bench_topk.py"), "--data", str(release),
                 "--split-dir", str(split_dir), "--repeat", "1"]
-    twins = [sys.executable, "-m", "recsys", "twins", "--data", str(release), "--compare-exact", "true"]
-    if stage == "twins_approx":
-        return twins + ["--method", "approx_join", "--n-hashes", str(APPROX_TABLES)]
-    return twins  # twins_recall: the default banded method, with the exact top for recall
+    if stage == "twins_recall":  # the default banded method, with the exact top (in blocks) for recall
+        return [sys.executable, str(here / "twins_recall.py"), "--data", str(release)]
+    return [sys.executable, "-m", "recsys", "twins", "--data", str(release), "--compare-exact", "true",
+            "--method", "approx_join", "--n-hashes", str(APPROX_TABLES)]
 
 
 def comparison_note(stage: str, log: str) -> str:
@@ -249,7 +249,8 @@ def comparison_note(stage: str, log: str) -> str:
         keep = [ln for ln in lines if ln.startswith(("| blocked", "| naive", "| slack", "naive /"))]
     else:
         keep = [ln.replace("[twins] ", "") for ln in lines
-                if re.search(r"candidate pairs in|first pass|exact Jaccard of candidates|recall", ln)]
+                if re.search(r"candidate pairs in|first pass|exact Jaccard of candidates|exact \(blocked|"
+                             r"recall", ln)]
     return "; ".join(k.strip() for k in keep)
 
 

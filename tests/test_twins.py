@@ -281,3 +281,27 @@ def test_scoring_by_a_size_floor_gives_the_same_top_as_scoring_every_candidate(b
         top, stats = top_candidates(frame, us.sets, 100, first_pass)
         assert top == every and stats["floor"] == 0.0 and stats["scored_pairs"] == n_candidates
     candidates.unpersist()
+
+
+@pytest.mark.parametrize("min_ratings", [20, 300])
+def test_blocked_exact_reference_matches_spark_exact(bundled, min_ratings):
+    """experiments/twins_recall.py's exact top (sparse products in blocks, the benchmark's recall
+    reference at >= 50k users) is the top of scoring every co-rated pair in Spark."""
+    import importlib.util
+    from pathlib import Path
+
+    from recsys.data.movielens import bundled_source
+    from recsys.twins import exact_scored_pairs, top_pairs
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "twins_recall.py"
+    spec = importlib.util.spec_from_file_location("twins_recall", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    users, movies = module.read_pairs(bundled_source())
+    assert len(users) == 100_836
+    top, stats = module.exact_top_blocked(users, movies, min_ratings, 100, block=70, progress=lambda _m: None)
+    us = user_sets(bundled.ratings, min_ratings)
+    expected = top_pairs(exact_scored_pairs(us), 100)
+    assert stats["users_kept"] == us.users_kept and (us.users_kept == 610) == (min_ratings == 20)
+    assert [(t["userA"], t["userB"]) for t in top] == [(e["userA"], e["userB"]) for e in expected]
+    assert [t["jaccard"] for t in top] == [e["jaccard"] for e in expected]  # the same float64
