@@ -167,7 +167,10 @@ def test_serving_model_through_pyfunc(spark, tmp_path):
     fallback = BiasBaseline().fit(train)
     model = ALSRecommender(rank=2, max_iter=3, seed=1).fit(train)
     path = str(tmp_path / "served")
-    mlflow.spark.save_model(model.serving_model(fallback), path)
+    # requirements given, as recsys.jobs logs them: inferring them loads the model in a fresh
+    # Python and JVM (30-40 s here per model)
+    requirements = {"pip_requirements": ["pyspark", "mlflow"]}
+    mlflow.spark.save_model(model.serving_model(fallback), path, **requirements)
     served = mlflow.pyfunc.load_model(path)
 
     query = pd.DataFrame({"userId": [2, 99, 1, 3, 98, 5], "movieId": [4, 1, 77, 2, 76, 7]})
@@ -184,7 +187,7 @@ def test_serving_model_through_pyfunc(spark, tmp_path):
 
     implicit = ALSRecommender(rank=2, max_iter=3, implicit_prefs=True).fit(train)
     ipath = str(tmp_path / "served-implicit")
-    mlflow.spark.save_model(implicit.serving_model(), ipath)
+    mlflow.spark.save_model(implicit.serving_model(), ipath, **requirements)
     scores = list(mlflow.pyfunc.load_model(ipath).predict(query))
     assert scores[1] == 0.0 and scores[4] == 0.0  # unknown user / movie: no evidence of preference
     known = {(r["userId"], r["movieId"]): r["prediction"] for r in implicit.predict(pairs).collect()}
