@@ -274,6 +274,22 @@ def approx_join_candidates(sets, n_movies: int, n_hashes: int, seed: int):
             .filter(F.col("userA") < F.col("userB")).distinct())
 
 
+def _jaccard():
+    """``common / (size_a + size_b - common)``: Jaccard from the intersection and both sizes."""
+    from pyspark.sql import functions as F
+
+    return (F.col("common") / (F.col("size_a") + F.col("size_b") - F.col("common"))).alias("jaccard")
+
+
+def _with_sizes(pairs, sets):
+    """``pairs`` (userA, userB, ...) with both users' set sizes, ``size_a`` and ``size_b``."""
+    from pyspark.sql import functions as F
+
+    size_a = sets.select(F.col("user").alias("userA"), F.col("n_items").alias("size_a"))
+    size_b = sets.select(F.col("user").alias("userB"), F.col("n_items").alias("size_b"))
+    return pairs.join(size_a, "userA").join(size_b, "userB")
+
+
 def score_pairs(pairs, sets):
     """Exact Jaccard of pairs (userA, userB) from both users' sets.
 
@@ -287,9 +303,7 @@ def score_pairs(pairs, sets):
                      F.col("n_items").alias("size_b"))
     scored = (pairs.join(sa, "userA").join(sb, "userB")
               .withColumn("common", F.size(F.array_intersect("items_a", "items_b"))))
-    return scored.select("userA", "userB", "size_a", "size_b", "common",
-                         (F.col("common") / (F.col("size_a") + F.col("size_b") - F.col("common")))
-                         .alias("jaccard"))
+    return scored.select("userA", "userB", "size_a", "size_b", "common", _jaccard())
 
 
 def _sizes_can_reach(t: float):
@@ -334,11 +348,7 @@ def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0) -> tuple
     kept = candidates.select("userA", "userB")
     if stats["floor"] > 0:
         t = stats["floor"] - 1e-9  # conservative: keeping a pair too many never changes the top
-        size_a = sets.select(F.col("user").alias("userA"), F.col("n_items").alias("size_a"))
-        size_b = sets.select(F.col("user").alias("userB"), F.col("n_items").alias("size_b"))
-        kept = (kept.join(size_a, "userA").join(size_b, "userB")
-                .filter(_sizes_can_reach(t))
-                .select("userA", "userB"))
+        kept = _with_sizes(kept, sets).filter(_sizes_can_reach(t)).select("userA", "userB")
     kept = kept.persist(StorageLevel.MEMORY_AND_DISK)
     stats["scored_pairs"] = int(kept.count())
     top = top_pairs(score_pairs(kept, sets), n_pairs)
@@ -355,13 +365,8 @@ def exact_scored_pairs(user_sets_: UserSets):
     b = flat.select(F.col("user").alias("userB"), "item")
     common = (a.join(b, "item").filter(F.col("userA") < F.col("userB"))
               .groupBy("userA", "userB").agg(F.count("*").cast("int").alias("common")))
-    sizes = user_sets_.sets
-    size_a = sizes.select(F.col("user").alias("userA"), F.col("n_items").alias("size_a"))
-    size_b = sizes.select(F.col("user").alias("userB"), F.col("n_items").alias("size_b"))
-    scored = common.join(size_a, "userA").join(size_b, "userB")
-    return scored.select("userA", "userB", "size_a", "size_b", "common",
-                         (F.col("common") / (F.col("size_a") + F.col("size_b") - F.col("common")))
-                         .alias("jaccard"))
+    return _with_sizes(common, user_sets_.sets).select("userA", "userB", "size_a", "size_b", "common",
+                                                       _jaccard())
 
 
 def prefix_candidates(user_sets_: UserSets, floor: float):
