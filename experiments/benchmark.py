@@ -236,7 +236,8 @@ def comparison_command(stage: str, release: Path, split_dir: Path, trials: int =
                 "--split-dir", str(split_dir), "--repeat", "1"]
     if stage == "twins_recall":  # the default banded method, with the exact top (in blocks) for recall
         return [sys.executable, str(here / "twins_recall.py"), "--data", str(release)]
-    return [sys.executable, "-m", "recsys", "twins", "--data", str(release), "--compare-exact", "true",
+    # the same script and exact reference, with approxSimilarityJoin's candidates
+    return [sys.executable, str(here / "twins_recall.py"), "--data", str(release),
             "--method", "approx_join", "--n-hashes", str(APPROX_TABLES)]
 
 

@@ -1,9 +1,12 @@
-"""Recall of the twins' banded top pairs against the exact top, the exact computed in blocks (issue 6).
+"""Recall of the twins' top pairs against the exact top, the exact computed in blocks (issue 6).
 
     python experiments/twins_recall.py --data <release folder or zip> [--min-ratings 20] [--n-pairs 100]
+        [--method banded|approx_join] [--n-hashes N]
 
 1. ``find_twins`` with the twins entry point's defaults (MinHash banding, two-pass scoring) on
-   the release, in a SparkSession of this process: its top ``n_pairs`` and its time.
+   the release, in a SparkSession of this process: its top ``n_pairs`` and its time. With
+   ``--method approx_join --n-hashes 7`` the candidates come from Spark's
+   ``approxSimilarityJoin`` instead (the benchmark's ``twins_approx`` stage).
 2. The exact top ``n_pairs`` by Jaccard over *every* pair of kept users, with no floor and no
    filter: the kept users' movie sets as a sparse 0/1 matrix ``X`` (users x movies), and for
    each block of rows the intersection sizes ``X[block] @ X[block start:].T`` (scipy, one
@@ -108,6 +111,9 @@ def main(argv=None) -> int:
     parser.add_argument("--min-ratings", type=int, default=20)
     parser.add_argument("--n-pairs", type=int, default=100)
     parser.add_argument("--block", type=int, default=1000, help="users per block of the exact product")
+    parser.add_argument("--method", default="banded", choices=("banded", "approx_join"))
+    parser.add_argument("--n-hashes", type=int, default=None,
+                        help="MinHash functions (banded) or hash tables (approx_join); default: twins'")
     parser.add_argument("--spark-master", default="")
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
@@ -118,22 +124,23 @@ def main(argv=None) -> int:
 
     spark = jobs.spark_session(args.spark_master, args.spark_conf)
     ratings = load_movielens(spark, jobs.data_source(args.data), progress=print).ratings
-    config = TwinsConfig(min_ratings=args.min_ratings, n_pairs=args.n_pairs)
+    hashes = {} if args.n_hashes is None else {"n_hashes": args.n_hashes}
+    config = TwinsConfig(min_ratings=args.min_ratings, n_pairs=args.n_pairs, method=args.method, **hashes)
     t = time.time()
-    banded = find_twins(ratings, config, progress=print)
-    banded_seconds = time.time() - t
-    print(f"banded: {banded_seconds:.1f}s, {banded.stats['candidate_pairs']:,} candidates", flush=True)
+    found_top = find_twins(ratings, config, progress=print)
+    lsh_seconds = time.time() - t
+    print(f"{args.method}: {lsh_seconds:.1f}s, {found_top.stats['candidate_pairs']:,} candidates", flush=True)
     t = time.time()
     users, movies = read_pairs(args.data)
     exact, stats = exact_top_blocked(users, movies, args.min_ratings, args.n_pairs, args.block)
     exact_seconds = time.time() - t
-    if banded.sets.users_kept != stats["users_kept"]:
-        raise SystemExit(f"the two routes kept different users: {banded.sets.users_kept} "
+    if found_top.sets.users_kept != stats["users_kept"]:
+        raise SystemExit(f"the two routes kept different users: {found_top.sets.users_kept} "
                          f"against {stats['users_kept']}")
-    found = recall(banded.top, exact)
+    found = recall(found_top.top, exact)
     print(f"exact (blocked, every pair): {exact_seconds:.1f}s, {stats['pairs_scored']:,} co-rated pairs, "
           f"100th Jaccard {exact[-1]['jaccard']:.4f}")
-    print(f"recall of the banded top {args.n_pairs}: {found:.3f} ({stats['users_kept']} users kept)")
+    print(f"recall of the {args.method} top {args.n_pairs}: {found:.3f} ({stats['users_kept']} users kept)")
     return 0
 
 
