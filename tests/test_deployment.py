@@ -52,8 +52,7 @@ def test_standalone_cluster_matches_local(tmp_path, spark, bundled):
                           source=bundled.source, source_checksum=bundled.checksum,
                           progress=lambda _m: None)
     tiny = write_tiny_movielens(tmp_path / "tiny")
-    # validated and cached here first: two jobs building the same cache entry at once race
-    # (recsys/data/movielens.py replaces the entry while the other job reads it)
+    # validated and cached here first, so the two cluster jobs that read it do not both convert it
     from recsys.data.movielens import load_movielens
 
     ratings = load_movielens(spark, tiny, progress=lambda _m: None).ratings

@@ -45,6 +45,33 @@ def test_reload_uses_cache(spark, bundled):
     assert again.parquet_dir == bundled.parquet_dir
 
 
+def test_a_second_conversion_keeps_the_entry_another_job_finished(spark, tmp_path):
+    """Two jobs reading the same new source both convert it; the later one must not replace the
+    entry the first finished (and may be reading), nor leave its staging copy behind."""
+    from recsys.data.movielens import DONE_MARKER, _build_cache
+
+    folder = _folder(tmp_path)
+    cache = tmp_path / "cache"
+    first = load_movielens(spark, folder, cache_dir=str(cache), progress=lambda _m: None)
+    (target,) = [p for p in cache.iterdir()]
+    (target / "in-use-by-the-first-job").write_text("")
+    marker = (target / DONE_MARKER).read_text()
+
+    _build_cache(spark, folder, str(target), first.checksum)  # the second job, which started earlier
+
+    assert (target / "in-use-by-the-first-job").exists()
+    assert (target / DONE_MARKER).read_text() == marker
+    assert [p.name for p in cache.iterdir()] == [target.name]  # no staging sibling left
+    assert load_movielens(spark, folder, cache_dir=str(cache), progress=lambda _m: None).ratings.count() == 4
+
+    # an entry without the marker is an interrupted attempt: it is replaced
+    (target / DONE_MARKER).unlink()
+    _build_cache(spark, folder, str(target), first.checksum)
+    assert not (target / "in-use-by-the-first-job").exists()
+    assert (target / DONE_MARKER).exists()
+    assert [p.name for p in cache.iterdir()] == [target.name]
+
+
 def _folder(tmp_path, ratings=RATINGS, movies=MOVIES, extra=None, encoding_bytes=None):
     d = tmp_path / "ml"
     d.mkdir()

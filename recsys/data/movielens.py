@@ -31,6 +31,8 @@ from recsys.constants import ITEM_COL, MAX_RATING, MIN_RATING, RATING_COL, TIMES
 from recsys.errors import DataValidationError
 
 CACHE_FORMAT_VERSION = 1
+#: Written last, inside the staging folder before its rename: an entry without it is incomplete.
+DONE_MARKER = "_RECSYS_DONE.json"
 MAX_EXAMPLES = 3
 
 # name -> (required?, [(column, type, nullable)]). Types are Spark SQL names.
@@ -339,7 +341,7 @@ def load_movielens(spark, source: str | None = None, cache_dir: str | None = Non
     cache_root = cache_dir or default_cache_dir(source)
     key = f"v{CACHE_FORMAT_VERSION}-{checksum.replace(':', '-')[:40]}"
     target = fs.join(cache_root, key)
-    done_marker = fs.join(target, "_RECSYS_DONE.json")
+    done_marker = fs.join(target, DONE_MARKER)
     if not fs.exists(spark, done_marker):
         progress(f"[data] first read of {source}: validating and converting to Parquet in {target}")
         _build_cache(spark, source, target, checksum)
@@ -389,12 +391,20 @@ def _build_cache(spark, source: str, target: str, checksum: str) -> None:
             typed.write.mode("error").parquet(fs.to_uri(fs.join(staging, table)))
             raw.unpersist()
         fs.delete(spark, fs.join(staging, "csv"))
-        fs.write_text(spark, fs.join(staging, "_RECSYS_DONE.json"), json.dumps(
+        fs.write_text(spark, fs.join(staging, DONE_MARKER), json.dumps(
             {"source": source, "checksum": checksum, "tables": sorted(tables)}, indent=2))
-        if fs.exists(spark, target):  # a stale, incomplete earlier attempt
+        # Another job may have converted the same source (same checksum, same tables) while this
+        # one did, and may be reading it now: keep its entry and drop ours.
+        if fs.exists(spark, fs.join(target, DONE_MARKER)):
+            return
+        if fs.exists(spark, target):  # a stale, incomplete earlier attempt (no marker)
             fs.delete(spark, target)
         fs.mkdirs(spark, target.rsplit("/", 1)[0])
-        fs.rename(spark, staging, target)
+        try:
+            fs.rename(spark, staging, target)
+        except OSError:
+            if not fs.exists(spark, fs.join(target, DONE_MARKER)):  # lost the race: theirs is complete
+                raise
     finally:
         shutil.rmtree(local_tmp, ignore_errors=True)
         if fs.exists(spark, staging):
