@@ -251,8 +251,16 @@ def comparison_note(stage: str, log: str) -> str:
     else:
         keep = [ln.replace("[twins] ", "") for ln in lines
                 if re.search(r"candidate pairs in|first pass|exact Jaccard of candidates|exact \(blocked|"
-                             r"recall", ln)]
+                             r"recall (of|against)", ln)]
     return "; ".join(k.strip() for k in keep)
+
+
+def failure_reason(log: str) -> str:
+    """The first error line of a failed stage's log (a Java stack trace's tail says nothing)."""
+    for line in log.splitlines():
+        if re.search(r"(Error|Exception)\b.*:|^Error:", line) and not line.lstrip().startswith("at "):
+            return "failed: " + line.strip()[:300]
+    return ""
 
 
 def record(rows: dict, ctx: dict, stage: str, result: dict, cmd: list, note: str = "") -> None:
@@ -352,7 +360,9 @@ def main(argv=None) -> int:
                 cmd = comparison_command(stage, release, split_dir, args.overhead_trials) + extra
                 result = run_measured(cmd, env, str(scratch), scratch / f"{stage}.log", args.timeout)
                 log = (scratch / f"{stage}.log").read_text(errors="replace")
-                note = comparison_note(stage, log) if result["status"] == "ok" else " / ".join(result["tail"])
+                note = comparison_note(stage, log)
+                if result["status"] != "ok":  # what it measured before failing, and why it failed
+                    note = "; ".join(filter(None, [note, failure_reason(log) or " / ".join(result["tail"])]))
                 if first_read and stage.startswith("twins"):  # the others read the split
                     note = f"includes the first read; {note}"
                     first_read = False
