@@ -402,8 +402,8 @@ def _build_cache(spark, source: str, target: str, checksum: str) -> None:
         fs.mkdirs(spark, target.rsplit("/", 1)[0])
         try:
             fs.rename(spark, staging, target)
-        except OSError:
-            if not fs.exists(spark, fs.join(target, DONE_MARKER)):  # lost the race: theirs is complete
+        except OSError:  # another job renamed its entry first: keep it if it is complete
+            if not fs.exists(spark, fs.join(target, DONE_MARKER)):
                 raise
     finally:
         shutil.rmtree(local_tmp, ignore_errors=True)
