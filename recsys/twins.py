@@ -24,8 +24,9 @@ Methods (``TwinsConfig.method``):
     share most bands). Candidates are then scored by their exact Jaccard.
 ``approx_join``
     Spark's ``approxSimilarityJoin`` with ``numHashTables = n_hashes`` and a distance threshold of
-    1 (every colliding pair that shares a movie is kept and scored), for comparison: it ORs
-    single hashes, so its candidate set grows with popular movies and heavy users.
+    1 (every colliding pair that shares a movie is kept), for comparison: it ORs single hashes,
+    so its candidate set grows with popular movies and heavy users. The join computes each
+    candidate's exact Jaccard distance; the top is ranked by it, and only that top is re-scored.
 ``exact``
     Every pair sharing at least one movie, by a self-join of ratings on the movie: the true top
     ``n_pairs``. Its cost is ``sum over movies of raters**2 / 2`` (2.9 M rows on ml-latest-small,
@@ -264,14 +265,17 @@ def banded_candidates(sigs, bands: int, rows: int, bucket_cap: int, seed: int):
 
 
 def approx_join_candidates(sets, n_movies: int, n_hashes: int, seed: int):
-    """Distinct pairs (userA < userB) from Spark's ``approxSimilarityJoin`` (OR of single hashes)."""
+    """Distinct pairs (userA < userB) from Spark's ``approxSimilarityJoin`` (OR of single hashes),
+    with the ``jaccard`` the join has already computed for each (``1 - distance``: exact)."""
     from pyspark.sql import functions as F
 
     vectors = _vectors(sets, n_movies)
     model = minhash_model(vectors, n_hashes, seed)
     joined = model.approxSimilarityJoin(vectors, vectors, 1.0, distCol="distance")
-    return (joined.select(F.col("datasetA.user").alias("userA"), F.col("datasetB.user").alias("userB"))
-            .filter(F.col("userA") < F.col("userB")).distinct())
+    return (joined.select(F.col("datasetA.user").alias("userA"), F.col("datasetB.user").alias("userB"),
+                          "distance")
+            .filter(F.col("userA") < F.col("userB"))
+            .groupBy("userA", "userB").agg((1.0 - F.min("distance")).alias("jaccard")))
 
 
 def _jaccard():
@@ -328,7 +332,9 @@ def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0) -> tuple
     The lowest Jaccard ``f`` of their top ``n_pairs`` is a floor the true ``n_pairs``-th candidate
     reaches (those pairs exist), and since Jaccard <= min(size) / max(size), every candidate with
     Jaccard >= ``f`` has ``min size >= f * max size``. The second pass drops the others using the
-    two sizes alone (integers, cheap to join) and scores the rest. Returns ``(top, stats)`` with
+    two sizes alone (integers, cheap to join) and scores the rest. Candidates that already carry
+    a ``jaccard`` (``approx_join``) are ranked by it, and only ``2 * n_pairs`` of them are scored
+    again. Returns ``(top, stats)`` with
     ``floor`` (0: no first pass), ``first_pass_pairs`` and ``scored_pairs`` (candidates whose
     arrays were joined in the second pass).
     """
@@ -336,6 +342,14 @@ def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0) -> tuple
     from pyspark.sql import functions as F
 
     stats: dict = {"floor": 0.0, "first_pass_pairs": 0}
+    if "jaccard" in candidates.columns:
+        # approxSimilarityJoin's candidates carry their Jaccard already: rank by it and score only
+        # a slack of 2 * n_pairs (ties at float precision), rather than join every candidate again
+        kept = (candidates.orderBy(F.col("jaccard").desc(), "userA", "userB").limit(2 * n_pairs)
+                .select("userA", "userB"))
+        top = top_pairs(score_pairs(kept, sets), n_pairs)
+        stats["scored_pairs"] = min(2 * n_pairs, int(candidates.count()))
+        return top, stats
     if first_pass >= n_pairs and "bands" in candidates.columns:
         # a global top-N of (pair, count) rows, n_pairs-sized: nothing that grows with the data
         first = (candidates.orderBy(F.col("bands").desc(), "userA", "userB").limit(first_pass)

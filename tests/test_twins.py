@@ -163,6 +163,31 @@ def test_banded_finds_identical_first_planted_pairs_and_matches_exact(crafted):
     assert (result.stats["bands"], result.stats["rows"]) == (42, 3)
 
 
+def test_approx_join_ranks_by_the_joins_own_distance(crafted):
+    """approx_join's candidates carry approxSimilarityJoin's Jaccard; ranking by it gives the same
+    top as scoring every candidate again (the earlier route), re-scoring only 2 * n_pairs pairs."""
+    from recsys.twins import approx_join_candidates, score_pairs, top_candidates, top_pairs, user_sets
+
+    ratings, sets = crafted
+    result = find_twins(ratings, TwinsConfig(min_ratings=1, n_pairs=5, n_hashes=7, method="approx_join",
+                                             compare_exact=True))
+    truth = _truth(sets, 5)
+    assert [(p["userA"], p["userB"]) for p in result.top] == [(a, b) for a, b, _ in truth]
+    assert [p["jaccard"] for p in result.top] == pytest.approx([j for _, _, j in truth], abs=0)
+    assert result.stats["recall"] == 1.0 and result.stats["scored_pairs"] == 10
+
+    us = user_sets(ratings, 1)
+    candidates = approx_join_candidates(us.sets, us.n_movies, 7, 42).cache()
+    n = candidates.count()
+    assert n > 20 and candidates.select("userA", "userB").distinct().count() == n
+    rescored = {(r["userA"], r["userB"]): r["jaccard"]
+                for r in score_pairs(candidates.select("userA", "userB"), us.sets).collect()}
+    assert {(r["userA"], r["userB"]): r["jaccard"] for r in candidates.collect()} == pytest.approx(rescored)
+    every = top_pairs(score_pairs(candidates.select("userA", "userB"), us.sets), 15)
+    assert top_candidates(candidates, us.sets, 15)[0] == every
+    candidates.unpersist()
+
+
 def test_pairs_are_unordered_unique_and_share_movies(crafted):
     ratings, sets = crafted
     result = find_twins(ratings, TwinsConfig(min_ratings=1, n_pairs=10_000, n_hashes=16,
