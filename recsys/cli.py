@@ -211,11 +211,14 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
 
 @main.command()
 @click.option("--run-id", default="", help="als_search run (default: the latest finished one).")
-@click.option("--model-name", default="recsys-als", show_default=True)
+@click.option("--model-name", default="", show_default=False,
+              help="Registered model name. Default: recsys-als for a ranking objective, "
+                   "recsys-als-ratings for rmse.")
 @click.option("--force", default="false", show_default=True,
-              help="true: make the candidate champion even if it does not beat the champion.")
+              help="true: make the candidate champion even if it does not beat the baseline and champion.")
 def promote(run_id, model_name, force):
-    """Register a search's best model; move @champion only if it beats the champion on test."""
+    """Register a search's best model; move @champion only if it beats the baseline and the
+    champion on test."""
     from recsys import jobs
 
     run_job(jobs.promote, run_id=run_id, model_name=model_name, force=force)

@@ -1,17 +1,32 @@
 """Registering and promoting ALS models in the MLflow Model Registry (aliases, not stages).
 
-A *candidate* is the best trial of an ``als_search`` (or a run given by id that carries a
-``model`` artifact and ``test_<objective>`` metrics). :func:`promote`:
+Two model roles, two registered names (:func:`default_model_name`): ``recsys-als`` is the
+recommender, judged by a ranking objective (precision/NDCG/MAP at K), and
+``recsys-als-ratings`` the rating predictor, judged by RMSE. A name holds models judged by one
+metric only: a candidate whose objective differs from the champion's is refused with an error
+naming both metrics (comparing them would be meaningless), whatever ``force`` says.
 
-1. registers ``runs:/<candidate>/model`` under ``model_name`` unless a version from that run
-   already exists (so promoting the same run twice registers nothing new), and tags the version
-   with the candidate's test and validation metrics, objective, feedback mode and split digest;
+A *candidate* is the best trial of an ``als_search`` (or a run given by id that carries a model
+and ``test_<objective>`` metrics). Its search logged the baseline on the same split
+(``baseline_test_<objective>``: popularity for ranking metrics, the bias baseline for RMSE).
+:func:`promote`:
+
+1. registers the candidate's model (``runs:/<candidate>/recommender``, the served top-K pyfunc,
+   when the run has it, else ``runs:/<candidate>/model``) under ``model_name`` unless a version
+   from that run already exists (so promoting the same run twice registers nothing new), and tags
+   the version with the candidate's test and validation metrics, objective, feedback mode, split
+   digest and baseline score;
 2. points ``@challenger`` at it;
-3. moves ``@champion`` to it only when there is no champion yet, when ``force`` is given, or
-   when its test metric beats the champion's by the search objective's direction (lower RMSE,
-   higher precision/NDCG/MAP); the champion it replaces keeps ``@previous``. A champion judged
-   on another split (different content digest) or lacking the metric is not comparable: the
-   candidate stays challenger unless forced.
+3. moves ``@champion`` to it only when its test metric beats the baseline's on the same split
+   **and** either there is no champion yet or it beats the champion's test metric, by the
+   objective's direction (lower RMSE, higher precision/NDCG/MAP); ``force`` skips both gates. The
+   champion it replaces keeps ``@previous``. A champion judged on another split (different
+   content digest) or lacking the metric is not comparable: the candidate stays challenger
+   unless forced;
+4. appends the decision to the model's history (:func:`promotion_history`): one registered-model
+   tag ``recsys.decision.<time>`` per decision, a JSON row with the candidate, champion and
+   baseline scores, the decision, the reason, the time and the source run. The version also
+   keeps its latest decision in the tags ``recsys.decision`` and ``recsys.decision_reason``.
 
 Concurrent promotions of one model are serialised by a lock (see :func:`promotion_lock`):
 without it, two promotions that both read the same ``@champion`` could each move it, the last
@@ -24,6 +39,7 @@ With ``jobs.py`` this is the only module that imports MLflow.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 import time
@@ -32,9 +48,17 @@ from dataclasses import dataclass, field
 from recsys.errors import RecsysError
 from recsys.search import OBJECTIVES, Objective
 
-DEFAULT_MODEL_NAME = "recsys-als"
+#: The recommender (ranked lists, ranking objective) and the rating predictor (RMSE).
+RANKING_MODEL_NAME, RATING_MODEL_NAME = "recsys-als", "recsys-als-ratings"
+DEFAULT_MODEL_NAME = RANKING_MODEL_NAME
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
-MODEL_ARTIFACT = "model"
+#: The Spark model every trial logs, and the served top-K pyfunc logged on a search's best trial.
+MODEL_ARTIFACT, RECOMMENDER_ARTIFACT = "model", "recommender"
+#: Registered-model tags holding the promotion history: one per decision, a JSON row.
+HISTORY_TAG_PREFIX = "recsys.decision."
+HISTORY_COLUMNS = ("time", "model_name", "version", "decision", "reason", "objective", "direction",
+                   "candidate_score", "champion_version", "champion_score", "baseline_score", "forced",
+                   "source_run_id", "model_run_id", "promote_run_id")
 #: Run tags written by the search and read here.
 TAG_STAGE, TAG_BEST_RUN, TAG_OBJECTIVE = "recsys.stage", "recsys.best_run_id", "recsys.objective"
 TAG_FEEDBACK, TAG_SPLIT = "recsys.feedback", "recsys.split_digest"
@@ -47,6 +71,12 @@ LOCK_STALE_SECONDS = 600
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 #: MLflow's own run id rule; checked here to name the parameter in a one-line error.
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,255}$")
+
+
+def default_model_name(objective: str) -> str:
+    """The registered name for a model judged by ``objective``: RMSE -> the rating predictor,
+    a ranking metric -> the recommender."""
+    return RATING_MODEL_NAME if objective == "rmse" else RANKING_MODEL_NAME
 
 
 def check_model_name(model_name) -> str:
@@ -70,6 +100,10 @@ class Candidate:
     feedback: str = ""
     split_digest: str = ""
     params: dict = field(default_factory=dict)
+    #: The baseline's test metric on the same split (None when the search did not log it).
+    baseline_score: float | None = None
+    #: Artifact of ``model_run_id`` that gets registered.
+    artifact: str = MODEL_ARTIFACT
 
     @property
     def score(self) -> float:
@@ -113,11 +147,16 @@ def find_candidate(client, experiment_id: str, run_id: str = "") -> Candidate:
     if objective.metric not in test or not math.isfinite(test[objective.metric]):
         raise RecsysError(f"run {model_run.info.run_id} has no test_{objective.metric} metric: only the "
                           "best model of an als_search is evaluated on the test set")
+    baseline = source.data.metrics.get(f"baseline_test_{objective.metric}")
+    if baseline is not None and not math.isfinite(baseline):
+        baseline = None
+    served = client.list_artifacts(model_run.info.run_id, RECOMMENDER_ARTIFACT)
     return Candidate(
         source_run_id=source.info.run_id, model_run_id=model_run.info.run_id, objective=objective,
         test_metrics=test, val_metrics={k[4:]: v for k, v in metrics.items() if k.startswith("val_")},
         feedback=model_run.data.tags.get(TAG_FEEDBACK, ""),
-        split_digest=model_run.data.tags.get(TAG_SPLIT, ""), params=dict(model_run.data.params))
+        split_digest=model_run.data.tags.get(TAG_SPLIT, ""), params=dict(model_run.data.params),
+        baseline_score=baseline, artifact=RECOMMENDER_ARTIFACT if served else MODEL_ARTIFACT)
 
 
 def _alias_version(client, name: str, alias: str):
@@ -136,12 +175,15 @@ def register(client, candidate: Candidate, model_name: str):
     existing = client.search_model_versions(f"name='{model_name}' and run_id='{candidate.model_run_id}'")
     if existing:
         return min(existing, key=lambda v: int(v.version)), False
-    version = mlflow.register_model(f"runs:/{candidate.model_run_id}/{MODEL_ARTIFACT}", model_name)
+    version = mlflow.register_model(f"runs:/{candidate.model_run_id}/{candidate.artifact}", model_name)
     tags = {f"test_{k}": repr(float(v)) for k, v in candidate.test_metrics.items()}
     tags.update({f"val_{k}": repr(float(v)) for k, v in candidate.val_metrics.items()})
     tags.update({f"param_{k}": v for k, v in candidate.params.items()})
     tags.update({TAG_OBJECTIVE: candidate.objective.metric, TAG_FEEDBACK: candidate.feedback,
-                 TAG_SPLIT: candidate.split_digest, "recsys.source_run_id": candidate.source_run_id})
+                 TAG_SPLIT: candidate.split_digest, "recsys.source_run_id": candidate.source_run_id,
+                 "recsys.artifact": candidate.artifact})
+    if candidate.baseline_score is not None:
+        tags[f"baseline_test_{candidate.objective.metric}"] = repr(float(candidate.baseline_score))
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version.version, key, str(value))
     return client.get_model_version(model_name, version.version), True
@@ -185,27 +227,71 @@ def promotion_lock(client, model_name: str, timeout: float = 120.0, poll: float 
             client.delete_registered_model(lock)
 
 
-def promote(client, candidate: Candidate, model_name: str = DEFAULT_MODEL_NAME, force: bool = False) -> dict:
-    """Register the candidate, set ``@challenger``, move ``@champion`` by the rules above, all
-    under :func:`promotion_lock`, so concurrent promotions act one after the other.
+def promote(client, candidate: Candidate, model_name: str | None = None, force: bool = False,
+            promote_run_id: str = "") -> dict:
+    """Register the candidate, set ``@challenger``, move ``@champion`` by the rules above and
+    record the decision in the history, all under :func:`promotion_lock`, so concurrent
+    promotions act one after the other.
 
-    Returns ``model_name, version, registered, decision`` (``promoted``, ``kept`` or
-    ``already_champion``), ``reason``, ``candidate_score``, ``champion_version``,
-    ``champion_score``, ``previous_version``.
+    ``model_name``: default :func:`default_model_name` of the candidate's objective.
+    ``promote_run_id``: the run that made the decision, kept in the history row.
+    Returns a dict with the keys of :data:`HISTORY_COLUMNS` plus ``registered``.
     """
-    model_name = check_model_name(model_name)
+    model_name = check_model_name(model_name or default_model_name(candidate.objective.metric))
     with promotion_lock(client, model_name):
-        return _promote_locked(client, candidate, model_name, force)
+        out = _promote_locked(client, candidate, model_name, bool(force))
+        _record(client, {**out, "promote_run_id": promote_run_id})
+    return out
+
+
+def _champion_objective(champion) -> str | None:
+    return champion.tags.get(TAG_OBJECTIVE) if champion is not None else None
+
+
+def _decide(candidate: Candidate, champion, champion_score, force: bool) -> tuple[bool, str]:
+    """``(make champion?, reason)``: the baseline gate, then the champion gate."""
+    metric, direction = candidate.objective.metric, candidate.objective.direction
+    if force:
+        return True, "forced"
+    baseline = candidate.baseline_score
+    if baseline is None:
+        return False, (f"no baseline_test_{metric} on the candidate's search: not comparable with the "
+                       "baseline (force to override)")
+    if not candidate.objective.better(candidate.score, baseline):
+        return False, (f"test {metric} {candidate.score:.5f} does not beat the baseline's {baseline:.5f} "
+                       f"on the same split ({direction}imise)")
+    beats_baseline = f"beats the baseline's {baseline:.5f}"
+    if champion is None:
+        return True, f"no champion yet; test {metric} {candidate.score:.5f} {beats_baseline}"
+    if champion_score is None:
+        return False, f"champion v{champion.version} has no test_{metric}: not comparable (force to override)"
+    if champion.tags.get(TAG_SPLIT, "") != candidate.split_digest:
+        return False, (f"champion v{champion.version} was tested on another split: not comparable "
+                       "(force to override)")
+    wins = candidate.objective.better(candidate.score, champion_score)
+    verb = "beats" if wins else "does not beat"
+    return wins, (f"test {metric} {candidate.score:.5f} {verb} champion v{champion.version}'s "
+                  f"{champion_score:.5f} and {beats_baseline} ({direction}imise)")
 
 
 def _promote_locked(client, candidate: Candidate, model_name: str, force: bool) -> dict:
-    version, created = register(client, candidate, model_name)
-    champion = _alias_version(client, model_name, CHAMPION)
     metric = candidate.objective.metric
-    out = {"model_name": model_name, "version": int(version.version), "registered": created,
-           "objective": metric, "direction": candidate.objective.direction,
-           "candidate_score": candidate.score, "champion_version": None, "champion_score": None,
-           "previous_version": None}
+    champion = _alias_version(client, model_name, CHAMPION)
+    judged_by = _champion_objective(champion)
+    if judged_by and judged_by != metric:
+        usual = default_model_name(metric)
+        where = f"{usual} (the name for {metric})" if usual != model_name else "another model_name"
+        raise RecsysError(
+            f"model_name={model_name}: the candidate is judged by {metric} but champion v{champion.version} "
+            f"by {judged_by}; models judged by different metrics are never compared. Promote it under "
+            f"{where}")
+    version, created = register(client, candidate, model_name)
+    out = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model_name": model_name,
+           "version": int(version.version), "registered": created, "objective": metric,
+           "direction": candidate.objective.direction, "candidate_score": candidate.score,
+           "champion_version": None, "champion_score": None, "baseline_score": candidate.baseline_score,
+           "previous_version": None, "forced": force, "source_run_id": candidate.source_run_id,
+           "model_run_id": candidate.model_run_id}
     if champion is not None:
         out["champion_version"] = int(champion.version)
         raw = champion.tags.get(f"test_{metric}")
@@ -214,21 +300,7 @@ def _promote_locked(client, candidate: Candidate, model_name: str, force: bool) 
         return {**out, "decision": "already_champion", "reason": f"version {version.version} is the champion"}
 
     client.set_registered_model_alias(model_name, CHALLENGER, version.version)
-    if champion is None:
-        promote_it, reason = True, "no champion yet"
-    elif force:
-        promote_it, reason = True, "forced"
-    elif out["champion_score"] is None:
-        promote_it, reason = False, (f"champion v{champion.version} has no test_{metric}: not comparable "
-                                     "(force to override)")
-    elif champion.tags.get(TAG_SPLIT, "") != candidate.split_digest:
-        promote_it, reason = False, (f"champion v{champion.version} was tested on another split: not "
-                                     "comparable (force to override)")
-    else:
-        promote_it = candidate.objective.better(candidate.score, out["champion_score"])
-        verb = "beats" if promote_it else "does not beat"
-        reason = (f"test {metric} {candidate.score:.5f} {verb} champion v{champion.version}'s "
-                  f"{out['champion_score']:.5f} ({candidate.objective.direction}imise)")
+    promote_it, reason = _decide(candidate, champion, out["champion_score"], force)
     if not promote_it:
         return {**out, "decision": "kept", "reason": reason}
     if champion is not None:
@@ -236,3 +308,25 @@ def _promote_locked(client, candidate: Candidate, model_name: str, force: bool) 
         out["previous_version"] = int(champion.version)
     client.set_registered_model_alias(model_name, CHAMPION, version.version)
     return {**out, "decision": "promoted", "reason": reason}
+
+
+def _record(client, decision: dict) -> None:
+    """Append ``decision`` to the model's history and tag its version with it."""
+    row = {col: decision.get(col) for col in HISTORY_COLUMNS}
+    name, version = decision["model_name"], str(decision["version"])
+    # milliseconds plus the version: two decisions never share a key, and keys sort by time
+    key = f"{HISTORY_TAG_PREFIX}{int(time.time() * 1000):015d}.v{version}"
+    client.set_registered_model_tag(name, key, json.dumps(row, sort_keys=True))
+    client.set_model_version_tag(name, version, "recsys.decision", decision["decision"])
+    client.set_model_version_tag(name, version, "recsys.decision_reason", decision["reason"][:4000])
+
+
+def promotion_history(client, model_name: str):
+    """Every promotion decision of ``model_name``, oldest first, as a pandas DataFrame with the
+    columns :data:`HISTORY_COLUMNS` (empty when the model has none)."""
+    import pandas as pd
+
+    name = check_model_name(model_name)
+    tags = client.get_registered_model(name).tags
+    rows = [json.loads(value) for key, value in sorted(tags.items()) if key.startswith(HISTORY_TAG_PREFIX)]
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
