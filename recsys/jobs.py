@@ -331,6 +331,57 @@ def log_als_model(recommender, fallback, input_example: bool = True, validate: b
         mlflow.spark.log_model(recommender.serving_model(fallback), ALS_MODEL_ARTIFACT, **options)
 
 
+def log_recommender_model(recommender, train, *, kind, popularity, movies, fallback=None,
+                          spark_model_dir=None, meta=None, name="recommender"):
+    """Log the servable recommender (``recsys/serving.py``, a pyfunc "model from code": no pickle,
+    no JVM to load or serve) as model ``name`` of the active run; returns MLflow's ``ModelInfo``.
+
+    The arrays come from :func:`recsys.factors.export_factors` (same arguments; see it for
+    ``kind``, ``fallback``, ``popularity``, ``movies``, ``meta``) and become the model's
+    ``artifacts/factors``. ``spark_model_dir``: optional local directory holding a Spark-flavor
+    MLflow model (e.g. the downloaded ``runs:/<trial>/model``), copied to
+    ``artifacts/spark_model``, so the registered version keeps the Spark ALS model:
+    ``mlflow.spark.load_model(<downloaded model dir>/artifacts/spark_model)``. The signature is
+    ``recsys.serving.model_signature()`` (param ``k``, output columns); the MLmodel metadata
+    ``recsys_inputs`` describes the request columns and ``recsys_factors`` holds the export counts.
+    """
+    import shutil
+    from pathlib import Path
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from recsys import serving
+    from recsys.errors import RecsysError
+    from recsys.factors import export_factors
+
+    if mlflow.active_run() is None:
+        raise RecsysError("log_recommender_model: no active MLflow run; call it inside stage_run(...)")
+    if spark_model_dir and not os.path.isfile(os.path.join(spark_model_dir, "MLmodel")):
+        raise RecsysError(f"spark_model_dir {spark_model_dir} holds no MLmodel: not an MLflow model folder")
+    with temp_artifact_dir() as tmp:
+        # artifacts land under artifacts/<directory name>: the names below are the layout
+        factors_dir = os.path.join(tmp, "factors")
+        counts = export_factors(recommender, train, factors_dir, kind=kind, popularity=popularity,
+                                movies=movies, fallback=fallback, meta=meta, progress=say)
+        artifacts = {"factors": factors_dir}
+        if spark_model_dir:
+            artifacts["spark_model"] = shutil.copytree(spark_model_dir, os.path.join(tmp, "spark_model"))
+        users = np.load(os.path.join(factors_dir, "user_ids.npy"), mmap_mode="r")
+        example_user = int(users[0]) if users.shape[0] else 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return mlflow.pyfunc.log_model(
+                name=name, python_model=str(Path(serving.__file__).resolve()), artifacts=artifacts,
+                signature=serving.model_signature(),
+                input_example=(pd.DataFrame({"userId": [example_user]}), {"k": 3}),
+                pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
+                                  f"pandas=={pd.__version__}"],
+                metadata={"recsys_inputs": serving.INPUT_DOC, "recsys_kind": kind,
+                          "recsys_factors": {key: n for key, n in counts.items() if key != "seconds"}})
+
+
 def fit_and_judge(als_config, train, heldout, fallback, *, k, relevance_threshold):
     """Fit one ALS on ``train`` and evaluate it on ``heldout``: ``(recommender, metrics, seconds)``."""
     from recsys.evaluation import evaluate
@@ -396,8 +447,10 @@ def als(data=None, split_dir=DEFAULT_SPLIT_DIR, rank=10, reg_param=0.1, max_iter
         return {"run_id": run.info.run_id, "metrics": metrics}
 
 
-def _log_baselines(train, validation, test, fallback, k, relevance_threshold) -> dict:
-    """Popularity (count) ranking metrics and the bias baseline's RMSE, on validation and test."""
+def _judge_baselines(train, validation, test, fallback, k, relevance_threshold):
+    """``(metrics, popularity)``: popularity (count) ranking metrics and the bias baseline's RMSE
+    on validation and test, as ``baseline_<part>_<key>``, and the fitted popularity model (the
+    served recommender's cold-start list)."""
     from recsys.evaluation import evaluate, rating_metrics
     from recsys.models.popularity import PopularityRecommender
 
@@ -407,7 +460,7 @@ def _log_baselines(train, validation, test, fallback, k, relevance_threshold) ->
         metrics = evaluate(popularity, train, heldout, k=k, relevance_threshold=relevance_threshold)
         metrics.update(rating_metrics(fallback.predict(heldout)))
         out.update(_finite(metrics, f"baseline_{part}_"))
-    return out
+    return out, popularity
 
 
 def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", objective="auto",
@@ -426,12 +479,16 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
     ``recsys.best_run_id``, ``recsys.split_digest``; metrics ``val_*`` and ``test_*`` of the best
     trial (test also on the best child run), ``baseline_val_*``/``baseline_test_*`` (popularity
     by count; ``rmse`` is the bias baseline's), ``trials_ok``, ``trials_failed``,
-    ``search_seconds``; artifacts ``trials.csv``, ``best.json``, ``search_space.yaml``,
-    ``plots/search_landscape.png``, ``plots/objective_per_trial.png``. Returns a summary dict.
+    ``search_seconds``, ``log_recommender_seconds``; artifacts ``trials.csv``, ``best.json``,
+    ``search_space.yaml``, ``plots/search_landscape.png``, ``plots/objective_per_trial.png``. The
+    best trial's run also gets ``recommender``, the served top-K model of
+    :func:`log_recommender_model`, its URI in the tag ``recsys.recommender_uri`` (what ``promote``
+    registers). Returns a summary dict.
     """
     import mlflow
 
-    from recsys import plots
+    from recsys import plots, registry
+    from recsys.data.movielens import load_movielens
     from recsys.evaluation import evaluate
     from recsys.models.als import ALSConfig, ALSRecommender
     from recsys.search import (
@@ -469,8 +526,8 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
         say(f"[als_search] {config.feedback} ALS, objective {config.metric} "
             f"({objective_spec.direction}imise), {config.max_evals} trials, key {key}")
 
-        baselines = _log_baselines(train, validation, loaded.test, fallback, config.k,
-                                   config.relevance_threshold)
+        baselines, popularity = _judge_baselines(train, validation, loaded.test, fallback, config.k,
+                                                 config.relevance_threshold)
         mlflow.log_metrics(baselines)
         if config.feedback == "explicit":  # every trial fits on these residuals: cache them once,
             fallback.cached_residuals(train)  # before the trials (whose own caches are released)
@@ -520,13 +577,29 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
         mlflow.log_metrics(_finite(best["metrics"], "val_"))
         # test numbers, once, for the one model that is a candidate for promotion
         best_config = ALSConfig(**best["params"])
-        pipeline_model = mlflow.spark.load_model(f"runs:/{best['run_id']}/{ALS_MODEL_ARTIFACT}")
-        recommender = ALSRecommender.from_serving_model(pipeline_model, best_config)
-        test_metrics = evaluate(recommender, train, loaded.test, k=config.k,
-                                relevance_threshold=config.relevance_threshold, fallback=fallback)
-        mlflow.log_metrics(_finite(test_metrics, "test_"))
-        for name, value in _finite(test_metrics, "test_").items():
-            client.log_metric(best["run_id"], name, value)
+        with temp_artifact_dir() as tmp:
+            spark_model_dir = mlflow.artifacts.download_artifacts(
+                run_id=best["run_id"], artifact_path=ALS_MODEL_ARTIFACT, dst_path=tmp)
+            pipeline_model = mlflow.spark.load_model(spark_model_dir)
+            recommender = ALSRecommender.from_serving_model(pipeline_model, best_config)
+            test_metrics = evaluate(recommender, train, loaded.test, k=config.k,
+                                    relevance_threshold=config.relevance_threshold, fallback=fallback)
+            mlflow.log_metrics(_finite(test_metrics, "test_"))
+            for name, value in _finite(test_metrics, "test_").items():
+                client.log_metric(best["run_id"], name, value)
+            # the candidate's served form, on its own run: top-K lists from its factors
+            started_log = time.time()
+            movies = load_movielens(spark, data_source(data), progress=say).movies
+            with mlflow.start_run(run_id=best["run_id"], nested=True):
+                served = log_recommender_model(
+                    recommender, train, kind="rating" if config.feedback == "explicit" else "ranking",
+                    popularity=popularity, movies=movies, fallback=fallback,
+                    spark_model_dir=spark_model_dir,
+                    meta={"split_dir": fs.to_uri(split_dir), "split_digest": digest,
+                          "feedback": config.feedback, "objective": config.metric,
+                          "run_id": best["run_id"], "search_run_id": parent_id})
+                mlflow.set_tag(registry.TAG_RECOMMENDER_URI, served.model_uri)  # what promote registers
+            mlflow.log_metric("log_recommender_seconds", time.time() - started_log)
         summary = {"run_id": parent_id, "best_run_id": best["run_id"], "best_params": best["params"],
                    "val": best["metrics"], "test": test_metrics, "baselines": baselines,
                    "objective": config.metric, "trials_ok": ok, "trials": len(records)}

@@ -11,8 +11,8 @@ and ``test_<objective>`` metrics). Its search logged the baseline on the same sp
 (``baseline_test_<objective>``: popularity for ranking metrics, the bias baseline for RMSE).
 :func:`promote`:
 
-1. registers the candidate's model (``runs:/<candidate>/recommender``, the served top-K pyfunc,
-   when the run has it, else ``runs:/<candidate>/model``) under ``model_name`` unless a version
+1. registers the candidate's model (the served top-K pyfunc its search logged, found by the
+   run tag ``recsys.recommender_uri``, else ``runs:/<candidate>/model``) under ``model_name`` unless a version
    from that run already exists (so promoting the same run twice registers nothing new), and tags
    the version with the candidate's test and validation metrics, objective, feedback mode, split
    digest and baseline score;
@@ -52,8 +52,10 @@ from recsys.search import OBJECTIVES, Objective
 RANKING_MODEL_NAME, RATING_MODEL_NAME = "recsys-als", "recsys-als-ratings"
 DEFAULT_MODEL_NAME = RANKING_MODEL_NAME
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
-#: The Spark model every trial logs, and the served top-K pyfunc logged on a search's best trial.
-MODEL_ARTIFACT, RECOMMENDER_ARTIFACT = "model", "recommender"
+#: The Spark model every trial logs (``runs:/<trial>/model``).
+MODEL_ARTIFACT = "model"
+#: Run tag of a search's best trial: the URI of its served top-K pyfunc (``models:/m-...``).
+TAG_RECOMMENDER_URI = "recsys.recommender_uri"
 #: Registered-model tags holding the promotion history: one per decision, a JSON row.
 HISTORY_TAG_PREFIX = "recsys.decision."
 HISTORY_COLUMNS = ("time", "model_name", "version", "decision", "reason", "objective", "direction",
@@ -102,8 +104,11 @@ class Candidate:
     params: dict = field(default_factory=dict)
     #: The baseline's test metric on the same split (None when the search did not log it).
     baseline_score: float | None = None
-    #: Artifact of ``model_run_id`` that gets registered.
-    artifact: str = MODEL_ARTIFACT
+    #: The model that gets registered (default: the run's Spark model).
+    model_uri: str = ""
+
+    def __post_init__(self):
+        self.model_uri = self.model_uri or f"runs:/{self.model_run_id}/{MODEL_ARTIFACT}"
 
     @property
     def score(self) -> float:
@@ -150,13 +155,12 @@ def find_candidate(client, experiment_id: str, run_id: str = "") -> Candidate:
     baseline = source.data.metrics.get(f"baseline_test_{objective.metric}")
     if baseline is not None and not math.isfinite(baseline):
         baseline = None
-    served = client.list_artifacts(model_run.info.run_id, RECOMMENDER_ARTIFACT)
     return Candidate(
         source_run_id=source.info.run_id, model_run_id=model_run.info.run_id, objective=objective,
         test_metrics=test, val_metrics={k[4:]: v for k, v in metrics.items() if k.startswith("val_")},
         feedback=model_run.data.tags.get(TAG_FEEDBACK, ""),
         split_digest=model_run.data.tags.get(TAG_SPLIT, ""), params=dict(model_run.data.params),
-        baseline_score=baseline, artifact=RECOMMENDER_ARTIFACT if served else MODEL_ARTIFACT)
+        baseline_score=baseline, model_uri=model_run.data.tags.get(TAG_RECOMMENDER_URI, ""))
 
 
 def _alias_version(client, name: str, alias: str):
@@ -175,13 +179,13 @@ def register(client, candidate: Candidate, model_name: str):
     existing = client.search_model_versions(f"name='{model_name}' and run_id='{candidate.model_run_id}'")
     if existing:
         return min(existing, key=lambda v: int(v.version)), False
-    version = mlflow.register_model(f"runs:/{candidate.model_run_id}/{candidate.artifact}", model_name)
+    version = mlflow.register_model(candidate.model_uri, model_name)
     tags = {f"test_{k}": repr(float(v)) for k, v in candidate.test_metrics.items()}
     tags.update({f"val_{k}": repr(float(v)) for k, v in candidate.val_metrics.items()})
     tags.update({f"param_{k}": v for k, v in candidate.params.items()})
     tags.update({TAG_OBJECTIVE: candidate.objective.metric, TAG_FEEDBACK: candidate.feedback,
                  TAG_SPLIT: candidate.split_digest, "recsys.source_run_id": candidate.source_run_id,
-                 "recsys.artifact": candidate.artifact})
+                 "recsys.model_uri": candidate.model_uri})
     if candidate.baseline_score is not None:
         tags[f"baseline_test_{candidate.objective.metric}"] = repr(float(candidate.baseline_score))
     for key, value in tags.items():

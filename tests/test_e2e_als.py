@@ -1,11 +1,12 @@
 """`mlflow run . -e als_search / promote / als --env-manager local` end to end on a tiny release:
-nested trial runs with metrics and models, resume by extending the search, promotion, and
-``models:/recsys-als@champion`` predicting through pyfunc (unknown ids -> fallback, no NaN)."""
+nested trial runs with metrics and models, resume by extending the search, promotion of an RMSE
+search to ``recsys-als-ratings`` through the baseline gate, and the registered version serving
+through pyfunc (pair scores with fallbacks, never NaN; top-K lists without seen movies) and
+keeping its Spark model."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
@@ -81,24 +82,45 @@ def test_search_resume_promote_and_serve(tmp_path, store):
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {second.info.run_id}
     assert second.data.metrics["trials_ok"] == 3
 
-    # promote the latest search; the champion loads and predicts, unknown ids get the fallback
+    # promote the latest search: an RMSE search goes to the rating predictor's name, and becomes
+    # champion only when it beats the bias baseline's test RMSE (the gate); @challenger is it either way
     done = _run("promote", store)
     assert done.returncode == 0, done.stderr[-3000:]
+    _, found = runs(store, EXPERIMENT)
+    promotion = [r for r in found if r.data.tags.get("recsys.stage") == "promote"][-1]
+    gate = second.data.metrics["test_rmse"] < second.data.metrics["baseline_test_rmse"]
+    assert promotion.data.tags["recsys.decision"] == ("promoted" if gate else "kept")
+    assert promotion.data.params["model_name"] == "recsys-als-ratings"
+    assert promotion.data.metrics["baseline_test_rmse"] == second.data.metrics["baseline_test_rmse"]
+    assert {a.path for a in client.list_artifacts(promotion.info.run_id)} >= \
+        {"promotion.json", "promotion_history.csv"}
     mlflow.set_tracking_uri(store)
     try:
-        version = client.get_model_version_by_alias("recsys-als", "champion")
+        version = client.get_model_version_by_alias("recsys-als-ratings", "challenger")
         assert version.run_id == second.data.tags["recsys.best_run_id"]
+        assert version.tags["recsys.model_uri"] == client.get_run(version.run_id).data.tags[
+            "recsys.recommender_uri"]
         assert float(version.tags["test_rmse"]) == pytest.approx(second.data.metrics["test_rmse"])
-        model = mlflow.pyfunc.load_model("models:/recsys-als@champion")
+        assert not client.search_model_versions("name='recsys-als'")  # the ranking name stays empty
+        model = mlflow.pyfunc.load_model("models:/recsys-als-ratings@challenger")
         got = model.predict(pd.DataFrame({"userId": [2, 3, 10_000], "movieId": [1, 30, 10_000]}))
-        assert len(got) == 3 and not any(math.isnan(v) for v in got)
-        assert all(0.5 <= v <= 5.0 for v in got)
+        assert list(got["score"].notna()) == [True] * 3 and got["score"].between(0.5, 5.0).all()
+        lists = model.predict(pd.DataFrame({"userId": [2]}), params={"k": 3})
+        assert list(lists["rank"]) == [1, 2, 3] and set(lists["source"]) == {"model"}
+        seen = set(pd.read_parquet(tmp_path / "split" / "train").query("userId == 2")["movieId"])
+        assert seen and not seen & set(lists["movieId"])
+        # the registered version keeps the Spark ALS model, at a documented path
+        local = mlflow.artifacts.download_artifacts(f"models:/recsys-als-ratings/{version.version}",
+                                                    dst_path=str(tmp_path / "registered"))
+        spark_model = mlflow.spark.load_model(f"{local}/artifacts/spark_model")
+        assert any(type(s).__name__ == "ALSModel" for s in spark_model.stages)
     finally:
         mlflow.set_tracking_uri(None)
     # promoting again registers nothing new
     done = _run("promote", store)
-    assert done.returncode == 0 and "already_champion" in done.stderr
-    assert len(client.search_model_versions("name='recsys-als'")) == 1
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ("already_champion" if gate else "kept") in done.stderr
+    assert len(client.search_model_versions("name='recsys-als-ratings'")) == 1
 
     # implicit ALS through `als`: no rating metrics, the mode is tagged, the model serves 0.0 for unknowns
     done = _run("als", store, f"data={data}", f"split_dir={tmp_path / 'split'}", "implicit_prefs=true",
