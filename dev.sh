@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Set-up and the two everyday commands, for a fresh Linux machine with only Python 3.10+.
-#   ./dev.sh run    install (first time) and run the main pipeline on the bundled data
-#   ./dev.sh test   install (first time) and run the test suite (ruff, then pytest)
-# Extra arguments go to `mlflow run` (run) or pytest (test).
+# Set-up and the everyday commands, for a fresh Linux machine with only Python 3.10+.
+#   ./dev.sh run       install (first time) and run the main pipeline on the bundled data
+#   ./dev.sh test      install (first time), ruff, then the fast suite: every test not marked
+#                      e2e, cluster, server or slow, in one process and one JVM (minutes)
+#   ./dev.sh test-all  install (first time), ruff, then every test: `mlflow run` subprocesses,
+#                      a Spark standalone cluster, servers, slow tests (what CI runs)
+#   ./dev.sh setup     install only
+# Extra arguments go to `mlflow run` (run) or pytest (test, test-all). `test` applies its marker
+# filter only when no -m is given: `./dev.sh test -m e2e -k split` runs what it says.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,6 +35,9 @@ setup() {
   export PYSPARK_PYTHON="$PWD/$VENV/bin/python"
 }
 
+# The fast suite: what a developer runs before every commit (see pyproject.toml's markers).
+FAST="not e2e and not cluster and not server and not slow"
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -40,13 +48,28 @@ case "$cmd" in
   test)
     setup
     ruff check .
-    exec python -m pytest "$@"
+    filter=(-m "$FAST")
+    for arg in "$@"; do
+      case "$arg" in -m|-m?*) filter=() ;; esac  # the user's own marker expression wins
+    done
+    status=0
+    python -m pytest --durations=15 "${filter[@]}" "$@" || status=$?
+    if [ "$status" -eq 5 ]; then
+      echo "[test] no test selected: the fast suite leaves out tests marked e2e, cluster, server and slow;" \
+           "run them with ./dev.sh test-all $* (or give -m)" >&2
+    fi
+    exit "$status"
+    ;;
+  test-all)
+    setup
+    ruff check .
+    exec python -m pytest --durations=25 "$@"
     ;;
   setup)
     setup
     ;;
   *)
-    echo "usage: ./dev.sh run|test|setup [args]" >&2
+    echo "usage: ./dev.sh run|test|test-all|setup [args]" >&2
     exit 2
     ;;
 esac

@@ -1,10 +1,92 @@
-"""One SparkSession for the whole test session, small and quiet; shared test data."""
+"""One SparkSession for the whole test session (one per pytest-xdist worker), small and quiet;
+shared test data; and CPU accounting.
+
+Suites (markers in pyproject.toml): ``./dev.sh test`` runs the fast suite, every test not marked
+``e2e``, ``cluster``, ``server`` or ``slow``, in this process's one JVM; ``./dev.sh test-all``
+runs everything.
+
+CPU accounting: the summary ends with the CPU seconds this run used (pytest, its JVM and every
+subprocess), beside the wall time, because the machines these suites run on are shared and wall
+time alone says little. ``--cpu-durations=N`` lists the N tests that used the most CPU.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _descendant_cpu(root: int) -> float:
+    """CPU seconds (user + system) of the live descendants of process ``root``, from /proc
+    (Linux; 0.0 elsewhere). Reaped children are counted by ``os.times()`` instead."""
+    parents, cpu = {}, {}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # the command name (field 2) may contain spaces and parentheses: split after its last ')'
+        fields = stat[stat.rfind(b")") + 2:].split()
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    total = 0.0
+    for pid in pids:
+        seen, parent = 0, parents.get(pid)
+        while parent and parent != root and seen < 64:
+            parent, seen = parents.get(parent), seen + 1
+        if parent == root:
+            total += cpu.get(pid, 0.0)
+    return total
+
+
+def process_tree_cpu() -> float:
+    """CPU seconds used so far by this process, its reaped children and its live descendants
+    (the py4j JVM, `mlflow run` and `recsys` subprocesses, Spark's Python workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system + _descendant_cpu(os.getpid())
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cpu-durations", type=int, default=0, metavar="N",
+                     help="list the N tests that used the most CPU (this process, its JVM and "
+                          "subprocesses); 0: none")
+
+
+def pytest_configure(config):
+    config._recsys_cpu = {"start_cpu": process_tree_cpu(), "start_wall": time.time(), "tests": {}}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    # setup + call + teardown, so a session fixture's cost lands on the test that first needs it
+    before = process_tree_cpu() if item.config.getoption("cpu_durations") else None
+    yield
+    if before is not None:
+        item.config._recsys_cpu["tests"][item.nodeid] = process_tree_cpu() - before
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state = config._recsys_cpu
+    n = config.getoption("cpu_durations")
+    if n and state["tests"]:
+        terminalreporter.section(f"{n} most CPU-hungry tests (CPU seconds, process tree)")
+        for nodeid, cpu in sorted(state["tests"].items(), key=lambda kv: -kv[1])[:n]:
+            terminalreporter.write_line(f"{cpu:8.1f}s  {nodeid}")
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller reports the whole tree
+    cpu, wall = process_tree_cpu() - state["start_cpu"], time.time() - state["start_wall"]
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    terminalreporter.write_line(f"recsys: {cpu:.0f} CPU seconds (pytest, JVMs, subprocesses) in "
+                                f"{wall:.0f}s wall; load average now {load}")
 
 
 @pytest.fixture(scope="session", autouse=True)

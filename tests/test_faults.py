@@ -1,5 +1,8 @@
 """Faults, tried: a split and a search killed with SIGKILL, an unwritable output, a tracking
-server that is down, a full disk, and two promotions racing on one registry."""
+server that is down, a full disk, and two promotions racing on one registry.
+
+The faults that need a process of their own (a `python -m recsys` subprocess, most with its own
+JVM) are marked ``slow``: the full suite runs them; the in-process ones stay in the fast suite."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ def _env(tmp_path, **extra):
     return dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db", **extra)
 
 
+@pytest.mark.slow
 def test_killed_split_leaves_previous_split_intact(spark, bundled, tmp_path):
     from recsys.split import SplitConfig, load_split, make_split
 
@@ -60,6 +64,7 @@ def test_killed_split_leaves_previous_split_intact(spark, bundled, tmp_path):
     assert "left by a split that was killed" in done.stderr
 
 
+@pytest.mark.slow
 def test_unwritable_split_dir_is_a_clear_error(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -71,6 +76,7 @@ def test_unwritable_split_dir_is_a_clear_error(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["split"])
 def test_unreachable_tracking_server_fails_fast(tmp_path, entry):
     uri = f"http://127.0.0.1:{free_port()}"
@@ -83,6 +89,7 @@ def test_unreachable_tracking_server_fails_fast(tmp_path, entry):
     assert time.time() - start < 60
 
 
+@pytest.mark.slow
 def test_disk_full_is_a_clear_error(tmp_path):
     small = tmp_path / "small"
     small.mkdir()
@@ -112,6 +119,7 @@ def _search_args(data, split_dir, space):
             "--max-iter", "2", "--seed", "5", "--space", str(space)]
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_without_losing_or_repeating_trials(spark, tmp_path, monkeypatch, tracking_uri):
     import shutil
 

