@@ -351,6 +351,7 @@ def log_recommender_model(recommender, train, *, kind, popularity, movies, fallb
     import mlflow
     import numpy as np
     import pandas as pd
+    import threadpoolctl
 
     from recsys import serving
     from recsys.errors import RecsysError
@@ -377,7 +378,7 @@ def log_recommender_model(recommender, train, *, kind, popularity, movies, fallb
                 signature=serving.model_signature(),
                 input_example=(pd.DataFrame({"userId": [example_user]}), {"k": 3}),
                 pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
-                                  f"pandas=={pd.__version__}"],
+                                  f"pandas=={pd.__version__}", f"threadpoolctl=={threadpoolctl.__version__}"],
                 metadata={"recsys_inputs": serving.INPUT_DOC, "recsys_kind": kind,
                           "recsys_factors": {key: n for key, n in counts.items() if key != "seconds"}})
 

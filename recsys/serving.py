@@ -54,6 +54,8 @@ KINDS = ("ranking", "rating")
 BLOCK_SCORES = 4_000_000
 #: Pairs scored at once in pair mode (two float64 gathers of this many rows x rank).
 PAIR_BLOCK = 65_536
+#: BLAS threads while answering one request (see ``predict``).
+SERVING_BLAS_THREADS = 1
 INPUT_DOC = {
     USER: "integer, required: the user to recommend for (or to score, with movieId)",
     ITEM: "integer, optional: with it, one score per (userId, movieId) row instead of a list",
@@ -162,6 +164,12 @@ class FactorRecommender(mlflow.pyfunc.PythonModel):
     """Top-K lists and pair scores from the arrays of ``recsys.factors`` (see the module doc)."""
 
     def load_context(self, context):
+        try:  # inspecting the loaded BLAS libraries costs milliseconds: once, not per request
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController()
+        except ImportError:  # a server without threadpoolctl keeps NumPy's default threads
+            self._blas = None
         root = context.artifacts["factors"]
         meta_path = os.path.join(root, "meta.json")
         try:
@@ -212,6 +220,17 @@ class FactorRecommender(mlflow.pyfunc.PythonModel):
     # ----------------------------------------------------------------- entry point
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
+        # One BLAS thread per request: a single user's scores are one (movies x rank) product,
+        # which OpenBLAS splits over every core; under a server's concurrent requests the
+        # threads wait on each other. Measured at full scale (experiments/results/serving.md):
+        # HTTP p99 45-61 ms with the default threads, 24-28 ms with one.
+        limiter = getattr(self, "_blas", None)
+        if limiter is None:
+            return self._predict(model_input, params)
+        with limiter.limit(limits=SERVING_BLAS_THREADS, user_api="blas"):
+            return self._predict(model_input, params)
+
+    def _predict(self, model_input, params):
         frame = self._frame(model_input)
         users = _as_ids(frame[USER].to_numpy(), USER)
         if ITEM in frame.columns:
