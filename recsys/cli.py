@@ -254,16 +254,42 @@ def twins(data, min_ratings, n_pairs, n_hashes, method, target_similarity, bucke
             spark_master=spark_master, spark_conf=spark_conf)
 
 
+@main.command()
+@click.option("--model-uri", default="models:/recsys-als@champion", show_default=True,
+              help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path> or a run id.")
+@click.option("--users", default="", show_default=False,
+              help="File or URI of user ids (one per line, or a CSV with a userId column); "
+                   "default: every user the model knows.")
+@click.option("--output", default="outputs/recommendations", show_default=True,
+              help="Parquet directory to write (local path or Hadoop URI).")
+@click.option("--k", default=str(DEFAULT_K), show_default=True, help="Movies per user.")
+@click.option("--split-dir", default=DEFAULT_SPLIT_DIR, show_default=True,
+              help="Split whose train part holds the seen movies; '' or a missing default = the model's.")
+@data_option
+@spark_options
+def recommend(model_uri, users, output, k, split_dir, data, spark_master, spark_conf):
+    """Top-K unseen movies for every user (or a list of users) from a registered model, as Parquet."""
+    from recsys import jobs
+
+    run_job(jobs.recommend, model_uri=model_uri, users=users, output=output, k=k, split_dir=split_dir,
+            data=data, spark_master=spark_master, spark_conf=spark_conf)
+
+
 @main.command("pipeline")
 @data_option
 @split_dir_option
+@click.option("--ranking-evals", default="10", show_default=True,
+              help="Trials of the ranking (implicit, precision_at_k) search.")
+@click.option("--rating-evals", default="6", show_default=True,
+              help="Trials of the rating (explicit, rmse) search.")
+@click.option("--max-iter", default="10", show_default=True, help="ALS sweeps per trial.")
 @spark_options
-def pipeline(data, split_dir, spark_master, spark_conf):
+def pipeline(data, split_dir, ranking_evals, rating_evals, max_iter, spark_master, spark_conf):
     """The `main` entry point: every stage in order on one split, as nested runs."""
     from recsys import jobs
 
-    run_job(jobs.pipeline, data=data, split_dir=split_dir, spark_master=spark_master,
-            spark_conf=spark_conf)
+    run_job(jobs.pipeline, data=data, split_dir=split_dir, ranking_evals=ranking_evals,
+            rating_evals=rating_evals, max_iter=max_iter, spark_master=spark_master, spark_conf=spark_conf)
 
 
 if __name__ == "__main__":

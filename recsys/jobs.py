@@ -261,8 +261,8 @@ def synthesize(output="outputs/synthetic/ml-synthetic", n_users=10_000, n_movies
 ALS_MODEL_ARTIFACT = "model"
 TAG_FEEDBACK, TAG_OBJECTIVE, TAG_SPLIT = "recsys.feedback", "recsys.objective", "recsys.split_digest"
 TAG_SEARCH_KEY, TAG_BEST_RUN = "recsys.search_key", "recsys.best_run_id"
-#: The `main` pipeline's search: small enough for "run the main job" on a laptop.
-MAIN_SEARCH_MAX_EVALS, MAIN_SEARCH_MAX_ITER = 8, 10
+#: The `main` pipeline's two searches: small enough for "run the main job" on a laptop.
+MAIN_RANKING_EVALS, MAIN_RATING_EVALS, MAIN_SEARCH_MAX_ITER = 10, 6, 10
 
 
 def split_digest(manifest: dict) -> str:
@@ -828,15 +828,255 @@ def twins(data=None, min_ratings=20, n_pairs=100, n_hashes=128, method="banded",
         return metrics
 
 
+# ---------------------------------------------------------------- recommend
+
+#: Where a recommender model (an MLflow pyfunc directory) keeps its parts, and the artifact
+#: name a bare run id points at (``runs:/<id>/recommender``).
+RECOMMENDER_ARTIFACT = "recommender"
+RECOMMENDER_SPARK_MODEL = "artifacts/spark_model"
+RECOMMENDER_META = "artifacts/factors/meta.json"
+#: Written inside the output next to the Parquet files; "_" makes Spark's readers skip it.
+RECOMMENDATIONS_MANIFEST = "_recsys_recommendations.json"
+SAMPLE_USERS = 100
+
+
+def resolve_recommender(client, model_uri: str) -> tuple[str, dict]:
+    """``model_uri`` -> (URI to download, ``{model_name, model_version, model_run_id}``).
+
+    Accepts ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/<run id>/<path>``
+    or a bare run id (its ``recommender`` artifact). An alias is pinned to the version it names
+    now, so the whole job reads one model. A missing model, version, alias or run is a
+    :class:`RecsysError` naming it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from recsys.errors import RecsysError
+
+    uri = (model_uri or "").strip()
+    try:
+        if uri.startswith("models:/"):
+            rest = uri[len("models:/"):]
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias)
+            elif "/" in rest and rest.rsplit("/", 1)[1].isdigit():
+                name, number = rest.rsplit("/", 1)
+                version = client.get_model_version(name, number)
+            else:
+                raise RecsysError(f"model_uri={model_uri!r}: give models:/<name>@<alias> or "
+                                  "models:/<name>/<version>")
+            info = {"model_name": name, "model_version": str(version.version),
+                    "model_run_id": version.run_id or ""}
+            return f"models:/{name}/{version.version}", info
+        if uri.startswith("runs:/"):
+            run_id = uri[len("runs:/"):].split("/", 1)[0]
+        elif re.fullmatch(r"[0-9a-f]{32}", uri):
+            run_id, uri = uri, f"runs:/{uri}/{RECOMMENDER_ARTIFACT}"
+        else:
+            raise RecsysError(f"model_uri={model_uri!r} is not a model URI: give models:/<name>@<alias>, "
+                              "models:/<name>/<version>, runs:/<run id>/<path> or a run id")
+        client.get_run(run_id)
+        return uri, {"model_name": "", "model_version": "", "model_run_id": run_id}
+    except MlflowException as err:
+        raise RecsysError(f"model_uri={model_uri!r}: not found in the MLflow registry/tracking store "
+                          f"{client.tracking_uri}: {err.message}") from err
+
+
+def _recommender_parts(download_uri: str, model_uri: str, local_dir: str) -> tuple[str, dict]:
+    """Download the model; return (local Spark model dir, meta dict). Checks the layout."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from recsys.errors import RecsysError
+
+    try:
+        root = mlflow.artifacts.download_artifacts(artifact_uri=download_uri, dst_path=local_dir)
+    except MlflowException as err:
+        raise RecsysError(f"model_uri={model_uri!r}: could not download {download_uri}: "
+                          f"{err.message}") from err
+    spark_dir, meta_path = os.path.join(root, RECOMMENDER_SPARK_MODEL), os.path.join(root, RECOMMENDER_META)
+    if not os.path.isdir(spark_dir) or not os.path.isfile(meta_path):
+        raise RecsysError(f"model_uri={model_uri!r} is not a recsys recommender: it has no "
+                          f"{RECOMMENDER_SPARK_MODEL}/ and {RECOMMENDER_META}")
+    with open(meta_path, encoding="utf-8") as fh:
+        meta = json.load(fh)
+    missing = [key for key in ("split_dir", "split_digest", "kind") if key not in meta]
+    if missing:
+        raise RecsysError(f"model_uri={model_uri!r}: {RECOMMENDER_META} lacks {', '.join(missing)}")
+    return spark_dir, meta
+
+
+def _model_split(spark, data, split_dir, meta: dict):
+    """The split the model was trained on: ``split_dir`` if given (the default only when it holds
+    a split), else the model's own; a split of other content is an error."""
+    from recsys.errors import RecsysError
+    from recsys.split import read_manifest
+
+    chosen = split_dir or meta["split_dir"]
+    if split_dir == DEFAULT_SPLIT_DIR and read_manifest(spark, split_dir) is None \
+            and read_manifest(spark, meta["split_dir"]) is not None:
+        chosen = meta["split_dir"]
+    loaded = ensure_split(spark, data, chosen)
+    if split_digest(loaded.manifest) != meta["split_digest"]:
+        raise RecsysError(f"split_dir {chosen} (digest {split_digest(loaded.manifest)}) is not the split "
+                          f"the model was trained on ({meta['split_dir']}, digest {meta['split_digest']}); "
+                          "pass that split's directory as split_dir")
+    return chosen, loaded
+
+
+def recommend(model_uri="models:/recsys-als@champion", users="", output="outputs/recommendations",
+              k=DEFAULT_K, split_dir=DEFAULT_SPLIT_DIR, data=None, spark_master=None, spark_conf=()):
+    """`recommend` entry point: top-``k`` unseen movies for every user (or those in ``users``).
+
+    ``model_uri``: see :func:`resolve_recommender`. ``users``: "" (every user the model has
+    factors for) or a file/URI of user ids (:func:`recsys.batch.read_users`); users the model
+    does not know get the most-rated training movies. Seen = the train part of the model's
+    split (``split_dir`` if it holds one, else the model's ``meta.json`` split_dir; refused if
+    its digest differs). Writes ``output``: Parquet ``userId, rank, movieId, score`` plus
+    ``_recsys_recommendations.json`` (what made it), through a temporary sibling renamed into
+    place. An existing ``output`` made from the same model version/run, k, users and split is
+    reused; anything else there is an error (delete it or choose another output).
+
+    Logs: params ``model_uri``, ``model_name``, ``model_version``, ``model_run_id``,
+    ``model_kind``, ``k``, ``users``, ``output``, ``split_dir``, ``data``; metrics = the
+    returned counts (``users``, ``known_users``, ``unknown_users``, ``movies``, ``rows``) and
+    ``recommend_seconds``, ``write_seconds``; tag ``recsys.recommendations_reused``; artifact
+    ``sample.csv`` (the first 100 users' lists with titles). Returns the manifest dict.
+    """
+    import mlflow
+
+    from recsys.batch import read_users, recommend_all
+    from recsys.errors import RecsysError
+    from recsys.evaluation import check_eval_params
+    from recsys.models.als import ALSConfig, ALSRecommender
+    from recsys.models.popularity import PopularityRecommender
+    from recsys.split import remove_stale_temps, temp_dir_name
+
+    # the model files stay until the job ends: Spark reads the factor tables lazily
+    with stage_run("recommend"), tempfile.TemporaryDirectory(prefix="recsys-model-") as tmp:
+        k, _ = check_eval_params(k, DEFAULT_RELEVANCE_THRESHOLD)
+        users = (users or "").strip()
+        client = mlflow.MlflowClient()
+        download_uri, info = resolve_recommender(client, model_uri)
+        log_new_params({"model_uri": model_uri, **info, "k": k, "users": users, "output": output,
+                        "data": data or BUNDLED})
+        spark = spark_session(spark_master, spark_conf)
+        spark_dir, meta = _recommender_parts(download_uri, model_uri, tmp)
+        pipeline_model = mlflow.spark.load_model(spark_dir)
+        user_factors, item_factors = ALSRecommender.from_serving_model(pipeline_model, ALSConfig()).factors()
+        chosen_split, loaded = _model_split(spark, data, split_dir, meta)
+        log_new_params({"split_dir": chosen_split, "model_kind": meta["kind"]})
+        key = {**info, "k": k, "users": users, "split_digest": meta["split_digest"]}
+
+        existing = fs.join(output, RECOMMENDATIONS_MANIFEST)
+        if fs.exists(spark, existing):
+            manifest = json.loads(fs.read_text(spark, existing))
+            if manifest.get("key") != key:
+                raise RecsysError(f"output {output} holds recommendations made with {manifest.get('key')}, "
+                                  f"not {key}; delete it or choose another output")
+            say(f"[recommend] {output} already holds these recommendations: reused")
+            mlflow.set_tag("recsys.recommendations_reused", "true")
+        elif fs.exists(spark, output):
+            raise RecsysError(f"output {output} exists and is not a recsys recommendations directory "
+                              f"(no {RECOMMENDATIONS_MANIFEST}); delete it or choose another output")
+        else:
+            mlflow.set_tag("recsys.recommendations_reused", "false")
+            wanted = read_users(spark, users) if users else None
+            popular = PopularityRecommender(kind="count").fit(loaded.train)
+            start = time.time()
+            recs, counts = recommend_all(user_factors, item_factors, loaded.train, k, users=wanted,
+                                         popular=popular, progress=say)
+            recs = recs.cache()
+            counts["rows"] = recs.count()
+            counts["recommend_seconds"] = time.time() - start
+            say(f"[recommend] {counts['rows']} rows for {counts['users']} users "
+                f"({counts['unknown_users']} unknown) in {counts['recommend_seconds']:.1f}s")
+            start = time.time()
+            remove_stale_temps(spark, output, progress=say)
+            tmp_out = temp_dir_name(output)
+            recs.sortWithinPartitions("userId", "rank").write.parquet(fs.to_uri(tmp_out))
+            recs.unpersist()
+            manifest = {"key": key, "model_uri": model_uri, "counts": counts, "split_dir": chosen_split,
+                        "columns": ["userId", "rank", "movieId", "score"], "version": __version__}
+            fs.write_text(spark, fs.join(tmp_out, RECOMMENDATIONS_MANIFEST), json.dumps(manifest, indent=2))
+            if fs.is_local(output):
+                os.makedirs(os.path.dirname(fs.local_path(output)), exist_ok=True)
+            fs.rename(spark, tmp_out, output)
+            counts["write_seconds"] = manifest["counts"]["write_seconds"] = time.time() - start
+            fs.write_text(spark, existing, json.dumps(manifest, indent=2))
+        mlflow.log_metrics({name: float(value) for name, value in manifest["counts"].items()})
+        _log_recommendation_sample(spark, output, data, loaded.manifest)
+        return manifest
+
+
+def _log_recommendation_sample(spark, output: str, data, split_manifest: dict) -> None:
+    """Log ``sample.csv``: the lists of the ``SAMPLE_USERS`` smallest user ids, with titles
+    (from ``data``, else the split's source; left empty when that cannot be read)."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from recsys.constants import ITEM_COL, USER_COL
+    from recsys.data.movielens import load_movielens
+
+    recs = spark.read.parquet(fs.to_uri(output))
+    first = recs.select(USER_COL).distinct().orderBy(USER_COL).limit(SAMPLE_USERS)
+    sample = recs.join(F.broadcast(first), USER_COL, "left_semi")
+    try:
+        source = data_source(data) or split_manifest.get("source")
+        if not source:  # never the bundled titles for another data set's ids
+            raise ValueError("the split's manifest names no source")
+        movies = load_movielens(spark, source, progress=say).movies
+        sample = sample.join(movies.select(ITEM_COL, "title", "genres"), ITEM_COL, "left")
+    except Exception as err:  # titles are a convenience: never fail the job for them
+        say(f"[recommend] no titles in sample.csv ({type(err).__name__}: {err})")
+        sample = sample.withColumn("title", F.lit(None).cast("string")).withColumn("genres", F.lit(None))
+    table = (sample.select(USER_COL, "rank", ITEM_COL, "score", "title", "genres")
+             .orderBy(USER_COL, "rank").toPandas())  # at most SAMPLE_USERS x k rows
+    with temp_artifact_dir() as tmp:
+        table.to_csv(os.path.join(tmp, "sample.csv"), index=False)
+        mlflow.log_artifact(os.path.join(tmp, "sample.csv"))
+
+
 # ---------------------------------------------------------------- main pipeline
 
 
-def pipeline(data=None, split_dir=DEFAULT_SPLIT_DIR, spark_master=None, spark_conf=()):
-    """`main` entry point: every stage in order, each a nested run under one parent run."""
-    with stage_run("main", {"data": data or BUNDLED, "split_dir": split_dir}):
-        split(data=data, split_dir=split_dir, spark_master=spark_master, spark_conf=spark_conf)
-        baseline(data=data, split_dir=split_dir, spark_master=spark_master, spark_conf=spark_conf)
-        search = als_search(data=data, split_dir=split_dir, max_evals=MAIN_SEARCH_MAX_EVALS,
-                            max_iter=MAIN_SEARCH_MAX_ITER, spark_master=spark_master, spark_conf=spark_conf)
-        promote(run_id=search["run_id"])
-        twins(data=data, spark_master=spark_master, spark_conf=spark_conf)
+def pipeline(data=None, split_dir=DEFAULT_SPLIT_DIR, ranking_evals=MAIN_RANKING_EVALS,
+             rating_evals=MAIN_RATING_EVALS, max_iter=MAIN_SEARCH_MAX_ITER, spark_master=None, spark_conf=()):
+    """`main` entry point: every stage in order, each a nested run under one parent run.
+
+    split -> baseline -> ranking search (implicit, ``precision_at_k``) + promote to
+    ``recsys-als`` -> rating search (explicit, RMSE) + promote to ``recsys-als-ratings`` ->
+    ``recommend`` (top-K lists for every user from the recommender just judged) -> twins.
+    ``ranking_evals`` / ``rating_evals``: trials of each search; ``max_iter``: ALS sweeps per trial.
+    Returns ``{stage: result}``.
+    """
+    spark = {"spark_master": spark_master, "spark_conf": spark_conf}
+    where = {"data": data, "split_dir": split_dir}
+    out = {}
+    with stage_run("main"):
+        log_new_params({"data": data or BUNDLED, "split_dir": split_dir, "ranking_evals": ranking_evals,
+                        "rating_evals": rating_evals, "max_iter": max_iter})
+        out["split"] = split(**where, **spark)
+        out["baseline"] = baseline(**where, **spark)
+        searches = (("ranking", "implicit", ranking_evals), ("rating", "explicit", rating_evals))
+        for role, feedback, evals in searches:
+            search = als_search(**where, feedback=feedback, max_evals=evals, max_iter=max_iter, **spark)
+            out[f"{role}_search"] = search
+            out[f"{role}_promote"] = promote(run_id=search["run_id"])
+        ranking = out["ranking_promote"]
+        # the champion serves; when this candidate did not become it and there is none, its own
+        # version does (the lists are still the best this run found), and the log says so
+        model_uri = f"models:/{ranking['model_name']}@champion"
+        if ranking["decision"] == "kept" and ranking["champion_version"] is None:
+            model_uri = f"models:/{ranking['model_name']}/{ranking['version']}"
+            say(f"[main] {ranking['model_name']} has no champion ({ranking['reason']}); "
+                f"recommending with {model_uri}")
+        # beside the split (same file system: on a cluster, HDFS or a bucket, never the driver's
+        # disk), one folder per model version: a later `main` whose champion changed does not
+        # meet another model's lists there (`recommend` refuses to overwrite them)
+        parent = split_dir.rstrip("/").rsplit("/", 1)[0] if "/" in split_dir.rstrip("/") else "."
+        output = fs.join(parent, "recommendations", f"{ranking['model_name']}-v{ranking['version']}")
+        out["recommend"] = recommend(model_uri=model_uri, output=output, split_dir=split_dir, data=data,
+                                     **spark)
+        out["twins"] = twins(data=data, **spark)
+    return out
