@@ -137,11 +137,17 @@ def get_spark(
 
     resolved = master_from_env(master)
     extra = parse_conf(conf) if conf is not None and not isinstance(conf, Mapping) else dict(conf or {})
-    settings = dict(_DEFAULT_CONF)
-    if resolved.startswith("local"):
-        settings.update(_LOCAL_DEFAULT_CONF)
-    settings.update(extra)
-    if "spark.driver.extraJavaOptions" not in settings:
+    if SparkSession.getActiveSession() is not None:
+        # a running session (the `main` pipeline's later stages, a notebook, the tests) keeps
+        # its settings: getOrCreate would otherwise write our defaults over the caller's own
+        # choices; only what this call asks for explicitly is applied
+        settings = extra
+    else:
+        settings = dict(_DEFAULT_CONF)
+        if resolved.startswith("local"):
+            settings.update(_LOCAL_DEFAULT_CONF)
+        settings.update(extra)
+    if "spark.driver.extraJavaOptions" not in settings and SparkSession.getActiveSession() is None:
         log_conf = resources.files("recsys").joinpath("log4j2.properties")
         settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log_conf}"
 
