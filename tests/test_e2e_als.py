@@ -33,7 +33,7 @@ def _run(entry, uri, *params):
     return done
 
 
-def test_search_resume_promote_and_serve(tmp_path, store):
+def test_search_resume_promote_and_serve(tmp_path, store, monkeypatch):
     import mlflow
     import pandas as pd
 
@@ -94,6 +94,7 @@ def test_search_resume_promote_and_serve(tmp_path, store):
     assert promotion.data.metrics["baseline_test_rmse"] == second.data.metrics["baseline_test_rmse"]
     assert {a.path for a in client.list_artifacts(promotion.info.run_id)} >= \
         {"promotion.json", "promotion_history.csv"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # restored after the test, whatever happens
     mlflow.set_tracking_uri(store)
     try:
         version = client.get_model_version_by_alias("recsys-als-ratings", "challenger")

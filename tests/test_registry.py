@@ -21,9 +21,13 @@ def store(tmp_path_factory):
     # own experiment and model name
     tmp = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{tmp}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    yield uri, tmp
-    mlflow.set_tracking_uri(None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        yield uri, tmp
+        # None also drops MLFLOW_TRACKING_URI from the environment: the context then restores the
+        # session's store, so later tests never fall back to ./mlflow.db in the checkout
+        mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture()

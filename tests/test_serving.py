@@ -61,6 +61,7 @@ def logged(tiny, tmp_path_factory, _isolated_cache):
     from recsys.jobs import log_als_model, log_recommender_model
 
     tmp = tmp_path_factory.mktemp("serving-run")
+    mlflow.set_tracking_uri(_isolated_cache)  # the session's store, whatever an earlier test left set
     client = mlflow.MlflowClient(_isolated_cache)
     experiment = client.create_experiment(f"serving-{tmp.name}", artifact_location=str(tmp / "artifacts"))
     timings = {}
