@@ -278,9 +278,9 @@ def recommend(model_uri, users, output, k, split_dir, data, spark_master, spark_
 @main.command("pipeline")
 @data_option
 @split_dir_option
-@click.option("--ranking-evals", default="10", show_default=True,
+@click.option("--ranking-evals", default="8", show_default=True,
               help="Trials of the ranking (implicit, precision_at_k) search.")
-@click.option("--rating-evals", default="6", show_default=True,
+@click.option("--rating-evals", default="4", show_default=True,
               help="Trials of the rating (explicit, rmse) search.")
 @click.option("--max-iter", default="10", show_default=True, help="ALS sweeps per trial.")
 @spark_options

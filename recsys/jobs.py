@@ -262,7 +262,7 @@ ALS_MODEL_ARTIFACT = "model"
 TAG_FEEDBACK, TAG_OBJECTIVE, TAG_SPLIT = "recsys.feedback", "recsys.objective", "recsys.split_digest"
 TAG_SEARCH_KEY, TAG_BEST_RUN = "recsys.search_key", "recsys.best_run_id"
 #: The `main` pipeline's two searches: small enough for "run the main job" on a laptop.
-MAIN_RANKING_EVALS, MAIN_RATING_EVALS, MAIN_SEARCH_MAX_ITER = 10, 6, 10
+MAIN_RANKING_EVALS, MAIN_RATING_EVALS, MAIN_SEARCH_MAX_ITER = 8, 4, 10
 
 
 def split_digest(manifest: dict) -> str:
