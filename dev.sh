@@ -13,6 +13,7 @@ cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=${RECSYS_VENV:-.venv}
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac  # absolute: PATH and PYSPARK_PYTHON need it
 
 setup() {
   "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
@@ -31,8 +32,8 @@ setup() {
     "$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
     echo "$want" > "$stamp"
   fi
-  export PATH="$PWD/$VENV/bin:$PATH"
-  export PYSPARK_PYTHON="$PWD/$VENV/bin/python"
+  export PATH="$VENV/bin:$PATH"
+  export PYSPARK_PYTHON="$VENV/bin/python"
 }
 
 # The fast suite: what a developer runs before every commit (see pyproject.toml's markers).
