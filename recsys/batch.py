@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 
-from recsys.constants import ITEM_COL, USER_COL
+from recsys.constants import DEFAULT_RELEVANCE_THRESHOLD, ITEM_COL, USER_COL
 from recsys.errors import RecsysError
+from recsys.evaluation import check_eval_params
 from recsys.topk import RANK_COL, SCORE_COL, top_k_unseen
 
 #: Columns (and their order) of :func:`recommend_all`'s output.
@@ -49,7 +50,7 @@ def recommend_all(user_factors, item_factors, seen, k, *, users=None, popular=No
     """
     from pyspark.sql import functions as F
 
-    k = _positive_k(k)
+    k, _ = check_eval_params(k, DEFAULT_RELEVANCE_THRESHOLD)
     seen = seen.select(F.col(USER_COL).cast("int").alias(USER_COL),
                        F.col(ITEM_COL).cast("int").alias(ITEM_COL))
     sizes: dict = {}
@@ -68,16 +69,6 @@ def recommend_all(user_factors, item_factors, seen, k, *, users=None, popular=No
             known = known.unionByName(_popular_for(unknown, seen, popular, k))
     counts["users"] = counts["known_users"] + counts["unknown_users"]
     return known, counts
-
-
-def _positive_k(k) -> int:
-    try:
-        value = int(k)
-    except (TypeError, ValueError) as err:
-        raise RecsysError(f"k={k!r} must be a positive integer, e.g. 10") from err
-    if value != float(k) or value < 1:
-        raise RecsysError(f"k={k!r} must be a positive integer, e.g. 10")
-    return value
 
 
 def _typed(name: str):

@@ -221,30 +221,35 @@ def _stream(df, row_bytes: int):
     return n, df.coalesce(parts).toLocalIterator()
 
 
-def _collect_factors(df, rank: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """``DataFrame[id, features array<float>]`` -> (int32 ids ascending, float32 [n, rank])."""
-    from pyspark.sql import functions as F
-
-    n, rows = _stream(df.select(F.col("id").cast("int"), "features"), 4 * rank + 8)
+def _collect_sorted(rows, n: int, values, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fill int32 ids and ``values`` (preallocated, ``n`` rows) from ``(id, value)`` rows batch by
+    batch, then sort both by id. Sorted here, not in Spark (a sort there is one more sampling job
+    and a shuffle); the permutation costs one temporary copy of the values."""
     ids = np.empty(n, dtype=np.int32)
-    factors = np.empty((n, rank), dtype=np.float32)
     filled = 0
     for batch in _batches(rows):
         if filled + len(batch) > n:
             raise RecsysError(f"{what}: more rows than counted ({n}); was the model changed meanwhile?")
         ids[filled:filled + len(batch)] = [row[0] for row in batch]
         try:
-            factors[filled:filled + len(batch)] = [row[1] for row in batch]
+            values[filled:filled + len(batch)] = [row[1] for row in batch]
         except ValueError as err:
-            raise RecsysError(f"{what}: a features array is not of length rank={rank}") from err
+            raise RecsysError(f"{what}: a value does not fit {values.dtype} x {values.shape[1:]}") from err
         filled += len(batch)
     if filled != n:
         raise RecsysError(f"{what}: {filled} rows read, {n} counted")
-    # sorted here, not in Spark (a sort there is one more sampling job and a shuffle); the
-    # permutation costs one temporary copy of the factors
     order = np.argsort(ids, kind="stable")
-    ids, factors = ids[order], factors[order]
+    ids, values = ids[order], values[order]
     _check_sorted(ids, what)
+    return ids, values
+
+
+def _collect_factors(df, rank: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``DataFrame[id, features array<float>]`` -> (int32 ids ascending, float32 [n, rank])."""
+    from pyspark.sql import functions as F
+
+    n, rows = _stream(df.select(F.col("id").cast("int"), "features"), 4 * rank + 8)
+    ids, factors = _collect_sorted(rows, n, np.empty((n, rank), dtype=np.float32), f"{what} (rank {rank})")
     if not np.all(np.isfinite(factors)):
         raise RecsysError(f"{what}: factors contain NaN or infinity")
     return ids, factors
@@ -306,21 +311,7 @@ def _collect_column(table, key: str, value: str) -> tuple[np.ndarray, np.ndarray
     from pyspark.sql import functions as F
 
     n, rows = _stream(table.select(F.col(key).cast("int"), F.col(value).cast("double")), 16)
-    ids = np.empty(n, dtype=np.int32)
-    values = np.empty(n, dtype=np.float64)
-    filled = 0
-    for batch in _batches(rows):
-        if filled + len(batch) > n:
-            raise RecsysError(f"{value}: more rows than counted ({n})")
-        ids[filled:filled + len(batch)] = [row[0] for row in batch]
-        values[filled:filled + len(batch)] = [row[1] for row in batch]
-        filled += len(batch)
-    if filled != n:
-        raise RecsysError(f"{value}: {filled} rows read, {n} counted")
-    order = np.argsort(ids, kind="stable")
-    ids, values = ids[order], values[order]
-    _check_sorted(ids, value)
-    return ids, values
+    return _collect_sorted(rows, n, np.empty(n, dtype=np.float64), value)
 
 
 def _write_titles(tmp: str, movies, wanted: np.ndarray) -> int:

@@ -183,16 +183,20 @@ def _search_and_promote_through(url, client, experiment_id, tmp_path, monkeypatc
         min(t.data.metrics["val_rmse"] for t in trials)
     assert parent.data.metrics["trials_ok"] == 2
 
-    # the registry through the server: both aliases on the version made from the best trial
-    champion = client.get_model_version_by_alias("recsys-als", "champion")
-    challenger = client.get_model_version_by_alias("recsys-als", "challenger")
-    assert champion.version == challenger.version == "1"
-    assert champion.run_id == best and champion.tags["recsys.source_run_id"] == parent.info.run_id
+    # the registry through the server: an RMSE search goes to the rating predictor's name, as
+    # @challenger, and @champion too when it beats the bias baseline on test (the gate)
+    name = "recsys-als-ratings"
+    challenger = client.get_model_version_by_alias(name, "challenger")
+    assert challenger.version == "1"
+    assert challenger.run_id == best and challenger.tags["recsys.source_run_id"] == parent.info.run_id
+    gate = parent.data.metrics["test_rmse"] < parent.data.metrics["baseline_test_rmse"]
     [promotion] = _finished(client, experiment_id, "promote")
-    assert promotion.data.tags["recsys.decision"] == "promoted"
+    assert promotion.data.tags["recsys.decision"] == ("promoted" if gate else "kept")
+    assert set(client.get_model_version(name, "1").aliases) == ({"champion", "challenger"} if gate
+                                                                 else {"challenger"})
 
     # and it serves: a known and an unknown (user, movie), no NaN
-    model = mlflow.pyfunc.load_model("models:/recsys-als@champion")
-    got = list(model.predict(pd.DataFrame({"userId": [2, 10_000], "movieId": [1, 10_000]})))
+    model = mlflow.pyfunc.load_model(f"models:/{name}@challenger")
+    got = model.predict(pd.DataFrame({"userId": [2, 10_000], "movieId": [1, 10_000]}))["score"]
     assert len(got) == 2 and not any(math.isnan(v) for v in got)
     assert all(0.5 <= v <= 5.0 for v in got)

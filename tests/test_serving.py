@@ -283,7 +283,9 @@ def test_pair_scores_equal_the_spark_serving_model_and_predict(spark, tiny, logg
         spark_model = recommender.serving_model(tiny["bias"] if kind == "rating" else None)
         expected = [r["prediction"] for r in spark_model.transform(frame).collect()]
         assert np.allclose(got["score"], expected, atol=1e-5, rtol=0), kind
-        predicted = [r["prediction"] for r in recommender.predict(frame).collect()]
+        # ALS's joins shuffle the rows: match its predictions to the pairs by key, not position
+        by_pair = {(r[USER_COL], r[ITEM_COL]): r["prediction"] for r in recommender.predict(frame).collect()}
+        predicted = [by_pair[(u, i)] for u, i in zip(pairs[USER_COL], pairs[ITEM_COL], strict=True)]
         known = [p is not None for p in predicted]
         assert known == [True, True, True, False, False, True, False, True]
         assert np.allclose(got["score"][known], [p for p in predicted if p is not None], atol=1e-5, rtol=0)
