@@ -641,9 +641,10 @@ def promote(run_id="", model_name="", force=False):
     ``run_id``: an als_search run (default: the latest finished one in the experiment) or a run
     with a model and ``test_*`` metrics. ``model_name``: default by the search's objective,
     ``recsys-als`` for a ranking metric, ``recsys-als-ratings`` for RMSE. Logs params ``run_id``
-    (as given), ``source_run_id`` (resolved), ``model_run_id``, ``model_name`` (resolved),
-    ``force``; metrics ``candidate_test_<objective>``, ``champion_test_<objective>`` (the champion
-    before this run), ``baseline_test_<objective>``, ``model_version``; tag ``recsys.decision``
+    (as given), ``source_run_id`` (resolved), ``model_run_id``, ``model_name`` (as given),
+    ``registered_model_name`` (resolved), ``force``; metrics ``candidate_test_<objective>``,
+    ``champion_test_<objective>`` (the champion before this run), ``baseline_test_<objective>``,
+    ``model_version``; tag ``recsys.decision``
     (promoted/kept/already_champion); artifacts ``promotion.json`` (this decision) and
     ``promotion_history.csv`` (every decision on the model so far). Returns the decision dict.
     """
@@ -658,9 +659,12 @@ def promote(run_id="", model_name="", force=False):
         if model_name:  # before any work: the name may become a path
             registry.check_model_name(model_name)
         candidate = registry.find_candidate(client, run.info.experiment_id, run_id or "")
-        model_name = model_name or registry.default_model_name(candidate.objective.metric)
+        given, model_name = model_name, model_name or registry.default_model_name(candidate.objective.metric)
+        # model_name as given (under `mlflow run` MLflow has logged it already, "" included);
+        # registered_model_name is the one used
         log_new_params({"run_id": run_id or "", "source_run_id": candidate.source_run_id,
-                        "model_run_id": candidate.model_run_id, "model_name": model_name, "force": force})
+                        "model_run_id": candidate.model_run_id, "model_name": given,
+                        "registered_model_name": model_name, "force": force})
         result = registry.promote(client, candidate, model_name, force=force, promote_run_id=run.info.run_id)
         metric = result["objective"]
         metrics = {f"candidate_test_{metric}": result["candidate_score"], "model_version": result["version"],

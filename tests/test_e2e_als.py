@@ -90,7 +90,7 @@ def test_search_resume_promote_and_serve(tmp_path, store, monkeypatch):
     promotion = [r for r in found if r.data.tags.get("recsys.stage") == "promote"][-1]
     gate = second.data.metrics["test_rmse"] < second.data.metrics["baseline_test_rmse"]
     assert promotion.data.tags["recsys.decision"] == ("promoted" if gate else "kept")
-    assert promotion.data.params["model_name"] == "recsys-als-ratings"
+    assert promotion.data.params["registered_model_name"] == "recsys-als-ratings"
     assert promotion.data.metrics["baseline_test_rmse"] == second.data.metrics["baseline_test_rmse"]
     assert {a.path for a in client.list_artifacts(promotion.info.run_id)} >= \
         {"promotion.json", "promotion_history.csv"}

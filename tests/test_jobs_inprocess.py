@@ -149,7 +149,8 @@ def test_search_picks_its_best_trial_and_promote_makes_it_champion(split_run):
     [promote] = _runs(split_run, "promote")
     assert promote.data.params["model_run_id"] == best.info.run_id
     assert result["decision"] == promote.data.tags["recsys.decision"] == "promoted"  # first, beats baseline
-    champion = split_run.client.get_model_version_by_alias(promote.data.params["model_name"], "champion")
+    assert promote.data.params["registered_model_name"] == "recsys-als-ratings"  # an RMSE search
+    champion = split_run.client.get_model_version_by_alias("recsys-als-ratings", "champion")
     assert champion.run_id == best.info.run_id
     assert int(champion.version) == promote.data.metrics["model_version"] == 1
 
