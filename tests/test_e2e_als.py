@@ -33,7 +33,7 @@ def _run(entry, uri, *params):
     return done
 
 
-def test_search_resume_promote_and_serve(tmp_path, store, monkeypatch):
+def test_search_resume_promote_and_serve(tmp_path, store, monkeypatch, spark):
     import mlflow
     import pandas as pd
 
