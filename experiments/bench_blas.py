@@ -42,7 +42,7 @@ def child(args) -> None:
     jvm = spark.sparkContext._jvm
     blas = jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
     lapack = jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getName()
-    ratings = load_movielens(spark, args.data).ratings.cache()
+    ratings = load_movielens(spark, args.data, progress=print).ratings.cache()
     n = ratings.count()
     start = time.time()
     model = ALS(rank=args.rank, maxIter=args.max_iter, regParam=0.1, seed=42, userCol="userId",

@@ -43,8 +43,8 @@ def main(argv=None) -> int:
 
     from recsys import jobs
     from recsys.data.movielens import load_movielens
-    from recsys.twins import (
-        TwinsConfig,
+    from recsys.twins import TwinsConfig
+    from recsys.twins_candidates import (
         _vectors,
         banded_candidates,
         choose_bands,

@@ -5,7 +5,7 @@
 
 1. Builds, without Spark, a factor directory in exactly the layout ``recsys.factors.export_factors``
    writes (same file names, dtypes, ``meta.json`` fields) and saves it as an MLflow pyfunc the way
-   ``recsys.jobs.log_recommender_model`` logs it (``python_model=recsys/serving.py``,
+   ``recsys.tracking.log_recommender_model`` logs it (``python_model=recsys/serving.py``,
    ``artifacts={"factors": ...}``, same signature, input example, pip requirements), to a local
    path. Full scale: 330,975 users x 86,537 movies at rank 64 and 33.8M seen pairs. The factors
    are random float32 normals: a matrix-vector product and a partition cost the same whatever
@@ -269,7 +269,7 @@ def build_model(scratch: Path, scale: Scale, say=print) -> Path:
     tmp = base / f".model.tmp-{uuid.uuid4().hex[:8]}"
     start = time.time()
     try:
-        # the arguments of recsys.jobs.log_recommender_model, saved to a path instead of a run
+        # the arguments of recsys.tracking.log_recommender_model, saved to a path instead of a run
         mlflow.pyfunc.save_model(
             str(tmp), python_model=str(Path(serving.__file__).resolve()),
             artifacts={"factors": str(factors_dir)}, signature=serving.model_signature(),

@@ -120,7 +120,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from recsys import jobs
     from recsys.data.movielens import load_movielens
-    from recsys.twins import TwinsConfig, find_twins, recall
+    from recsys.twins import TwinsConfig, find_twins
+    from recsys.twins_exact import recall
 
     spark = jobs.spark_session(args.spark_master, args.spark_conf)
     ratings = load_movielens(spark, jobs.data_source(args.data), progress=print).ratings

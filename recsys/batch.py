@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import re
 
-from recsys.constants import DEFAULT_RELEVANCE_THRESHOLD, ITEM_COL, USER_COL
+from recsys.constants import DEFAULT_RELEVANCE_THRESHOLD, ITEM_COL, RANK_COL, SCORE_COL, USER_COL
 from recsys.errors import RecsysError
 from recsys.evaluation import check_eval_params
-from recsys.topk import RANK_COL, SCORE_COL, top_k_unseen
+from recsys.progress import Progress, quiet
+from recsys.topk import top_k_unseen
 
 #: Columns (and their order) of :func:`recommend_all`'s output.
 OUTPUT_COLUMNS = (USER_COL, RANK_COL, ITEM_COL, SCORE_COL)
@@ -31,7 +32,8 @@ MAX_ID = 2**31 - 1
 SHOWN_BAD_LINES = 5
 
 
-def recommend_all(user_factors, item_factors, seen, k, *, users=None, popular=None, progress=None):
+def recommend_all(user_factors, item_factors, seen, k, *, users=None, popular=None,
+                  progress: Progress = quiet):
     """Top ``k`` unseen movies for every user (or every user of ``users``).
 
     ``user_factors`` / ``item_factors``: ``DataFrame[id int, features array<float>]`` whose dot
@@ -64,8 +66,7 @@ def recommend_all(user_factors, item_factors, seen, k, *, users=None, popular=No
         unknown = wanted.join(with_factors, USER_COL, "left_anti")
         counts["unknown_users"] = unknown.count()
         if counts["unknown_users"]:
-            say = progress or (lambda _m: None)
-            say(f"[recommend] {counts['unknown_users']} user(s) without factors get the popularity list")
+            progress(f"[recommend] {counts['unknown_users']} user(s) without factors get the popularity list")
             known = known.unionByName(_popular_for(unknown, seen, popular, k))
     counts["users"] = counts["known_users"] + counts["unknown_users"]
     return known, counts

@@ -33,3 +33,46 @@ NDCG = "ndcg_at_k"
 MAP = "map_at_k"
 N_USERS = "n_users_evaluated"
 N_USERS_NO_RELEVANT = "n_users_no_relevant"
+
+# Output columns of the top-K lists (recsys.evaluation.recommend, recsys.topk, recsys.batch) and
+# of the models' ``score_all`` / ``ranking``.
+SCORE_COL = "score"
+RANK_COL = "rank"
+
+# MLflow run tags (set by recsys.tracking / recsys.jobs, read by recsys.registry).
+TAG_STAGE = "recsys.stage"
+TAG_VERSION = "recsys.version"
+TAG_ERROR = "recsys.error"
+TAG_FEEDBACK = "recsys.feedback"
+TAG_OBJECTIVE = "recsys.objective"
+TAG_SPLIT = "recsys.split_digest"
+TAG_SPLIT_REUSED = "recsys.split_reused"
+TAG_SEARCH_KEY = "recsys.search_key"
+TAG_TRIAL = "recsys.trial"
+TAG_BEST_RUN = "recsys.best_run_id"
+TAG_FIRST_PARENT_RUN = "recsys.first_parent_run_id"
+#: Run tag of a search's best trial: the URI of its served top-K pyfunc (``models:/m-...``).
+TAG_RECOMMENDER_URI = "recsys.recommender_uri"
+TAG_RECOMMENDATIONS_REUSED = "recsys.recommendations_reused"
+#: Run tag of a promote run and model-version tag: the latest decision (and, on versions, why).
+TAG_DECISION = "recsys.decision"
+TAG_DECISION_REASON = "recsys.decision_reason"
+# Model-version tags written by recsys.registry.
+TAG_SOURCE_RUN = "recsys.source_run_id"
+TAG_MODEL_URI = "recsys.model_uri"
+#: Registered-model tags holding the promotion history: one per decision, a JSON row.
+HISTORY_TAG_PREFIX = "recsys.decision."
+
+# MLflow artifact names.
+#: The Spark ALS model every ``als`` run and search trial logs (``runs:/<id>/model``).
+ALS_MODEL_ARTIFACT = "model"
+#: The served top-K pyfunc (``recsys/serving.py``) a search logs on its best trial
+#: (``runs:/<id>/recommender``: what a bare run id given to ``recommend`` points at).
+RECOMMENDER_ARTIFACT = "recommender"
+#: Inside a recommender model: its ``artifacts`` entries (directories under ``artifacts/``).
+FACTORS_ARTIFACT = "factors"
+SPARK_MODEL_ARTIFACT = "spark_model"
+RECOMMENDER_SPARK_MODEL = f"artifacts/{SPARK_MODEL_ARTIFACT}"
+RECOMMENDER_META = f"artifacts/{FACTORS_ARTIFACT}/meta.json"
+#: Written where a run failed: the redacted error and traceback.
+ERROR_ARTIFACT = "error.txt"

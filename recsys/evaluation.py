@@ -2,7 +2,8 @@
 
 - **Rating metrics** (:func:`rating_metrics`): RMSE and MAE over every held-out rating (the
   definitions of Spark's ``RegressionEvaluator``), in one aggregation. Rows the model cannot
-  score (cold start: null or NaN prediction) are scored by a :class:`BiasBaseline`;
+  score (cold start: null or NaN prediction) are scored by a
+  :class:`~recsys.models.bias.BiasBaseline`;
   ``coverage`` is the share of held-out rows the model scored itself (same aggregation). Only
   for models whose ``predicts_ratings`` is true.
 - **Ranking metrics** (:func:`ranking_metrics`): for each held-out user, the top ``k`` movies
@@ -29,11 +30,9 @@ is collected to the driver.
 
 from __future__ import annotations
 
-import json
 import math
 from functools import reduce
 
-from recsys import fs
 from recsys.constants import (
     COVERAGE,
     DEFAULT_K,
@@ -41,27 +40,22 @@ from recsys.constants import (
     ITEM_COL,
     MAE,
     MAP,
-    MAX_RATING,
-    MIN_RATING,
     N_USERS,
     N_USERS_NO_RELEVANT,
     NDCG,
     PRECISION,
     PREDICTION_COL,
+    RANK_COL,
     RATING_COL,
     RECALL,
     RMSE,
+    SCORE_COL,
     USER_COL,
 )
 from recsys.errors import RecsysError
-
-SCORE_COL = "score"
-RANK_COL = "rank"
-
-#: Damping of the bias baseline: a user's (movie's) offset is the sum of its residuals divided
-#: by ``n + damping``, so an offset from ``n`` ratings is shrunk by ``n / (n + damping)`` toward 0.
-#: With 5, one rating moves an offset a sixth of the way; 50 ratings, 91 %.
-DEFAULT_BIAS_DAMPING = 5.0
+from recsys.models.bias import BiasBaseline
+from recsys.params import RELEVANCE_THRESHOLD, K
+from recsys.progress import Progress, quiet
 
 #: :func:`recommend`: the smallest candidate slack, and the largest before ``score_all``.
 DEFAULT_MIN_SLACK = 16
@@ -70,142 +64,7 @@ DEFAULT_MAX_SLACK = 4096
 
 def check_eval_params(k, relevance_threshold) -> tuple[int, float]:
     """Validate ``k`` and ``relevance_threshold``; returns them typed. RecsysError otherwise."""
-    try:
-        k_int = int(k)
-    except (TypeError, ValueError) as err:
-        raise RecsysError(f"k={k!r} must be a positive integer, e.g. 10") from err
-    if k_int != float(k) or k_int < 1:
-        raise RecsysError(f"k={k!r} must be a positive integer, e.g. 10")
-    try:
-        thr = float(relevance_threshold)
-    except (TypeError, ValueError) as err:
-        raise RecsysError(f"relevance_threshold={relevance_threshold!r} must be a number in "
-                          f"[{MIN_RATING}, {MAX_RATING}]") from err
-    if not (MIN_RATING <= thr <= MAX_RATING):
-        raise RecsysError(f"relevance_threshold={relevance_threshold!r} must be in "
-                          f"[{MIN_RATING}, {MAX_RATING}] (ratings are on that scale)")
-    return k_int, thr
-
-
-# ---------------------------------------------------------------- bias baseline
-
-
-class BiasBaseline:
-    """Global mean plus damped movie and user offsets: the RMSE baseline and cold-start fallback.
-
-    ``prediction = mu + b_user + b_movie``, clipped to the rating scale, where (``d`` = damping)
-
-    - ``mu`` = mean training rating;
-    - ``b_movie = sum(r - mu) / (n_movie + d)`` over the movie's training ratings;
-    - ``b_user = sum(r - mu - b_movie) / (n_user + d)`` over the user's training ratings.
-
-    An unknown user or movie has offset 0, so :meth:`predict` never returns null. The offset
-    tables have one row per user / movie (cached; they are what :meth:`save` writes).
-    """
-
-    name = "bias"
-
-    def __init__(self, damping: float = DEFAULT_BIAS_DAMPING):
-        try:
-            d = float(damping)
-        except (TypeError, ValueError) as err:
-            raise RecsysError(f"bias damping={damping!r} must be a number >= 0") from err
-        if not math.isfinite(d) or d < 0:
-            raise RecsysError(f"bias damping={damping!r} must be a finite number >= 0")
-        self.damping = d
-        self.global_mean: float | None = None
-        self.user_bias = None  # DataFrame[userId, user_bias]
-        self.item_bias = None  # DataFrame[movieId, item_bias]
-        self._residuals: tuple | None = None  # (ratings, their cached residuals)
-
-    def fit(self, train) -> BiasBaseline:
-        from pyspark.sql import functions as F
-
-        mu = train.agg(F.avg(RATING_COL)).first()[0]
-        if mu is None:
-            raise RecsysError("bias baseline: the training ratings are empty")
-        mu = float(mu)
-        d = F.lit(self.damping)
-        item = (train.groupBy(ITEM_COL)
-                .agg((F.sum(F.col(RATING_COL) - mu) / (F.count(F.lit(1)) + d)).alias("item_bias")))
-        user = (train.join(item, ITEM_COL)
-                .groupBy(USER_COL)
-                .agg((F.sum(F.col(RATING_COL) - mu - F.col("item_bias")) / (F.count(F.lit(1)) + d))
-                     .alias("user_bias")))
-        self.global_mean, self.item_bias, self.user_bias = mu, item.cache(), user.cache()
-        return self
-
-    def _check_fitted(self):
-        if self.global_mean is None:
-            raise RecsysError("bias baseline is not fitted: call fit(train) or load(spark, path) first")
-
-    def predict(self, pairs):
-        """``pairs`` with ``userId, movieId`` (other columns kept) -> plus ``prediction`` (double)."""
-        from pyspark.sql import functions as F
-
-        self._check_fitted()
-        out = pairs.join(self.item_bias, ITEM_COL, "left").join(self.user_bias, USER_COL, "left")
-        raw = (F.lit(self.global_mean) + F.coalesce(F.col("user_bias"), F.lit(0.0))
-               + F.coalesce(F.col("item_bias"), F.lit(0.0)))
-        pred = F.least(F.greatest(raw, F.lit(MIN_RATING)), F.lit(MAX_RATING)).cast("double")
-        return out.withColumn(PREDICTION_COL, pred).drop("user_bias", "item_bias")
-
-    def residuals(self, ratings):
-        """``ratings`` with ``rating`` replaced by ``rating - (mu + b_user + b_movie)``, unclipped
-        (offset 0 when unknown): what a model fitted on top of this baseline must explain."""
-        from pyspark.sql import functions as F
-
-        self._check_fitted()
-        base = (F.lit(self.global_mean) + F.coalesce(F.col("user_bias"), F.lit(0.0))
-                + F.coalesce(F.col("item_bias"), F.lit(0.0)))
-        return (ratings.join(self.item_bias, ITEM_COL, "left").join(self.user_bias, USER_COL, "left")
-                .withColumn(RATING_COL, (F.col(RATING_COL) - base).cast("float"))
-                .select(*ratings.columns))
-
-    def cached_residuals(self, ratings):
-        """:meth:`residuals` of ``ratings``, cached and materialised once and reused while
-        ``ratings`` is the same DataFrame object: a search fits every explicit trial on the
-        same residuals, so they are computed once, not per trial. :meth:`release` frees them."""
-        if self._residuals is None or self._residuals[0] is not ratings:
-            if self._residuals is not None:
-                self._residuals[1].unpersist()
-            cached = self.residuals(ratings).cache()
-            cached.count()
-            self._residuals = (ratings, cached)
-        return self._residuals[1]
-
-    def release(self) -> None:
-        """Unpersist the cached offset tables and residuals (recomputed if used again)."""
-        for table in (self.user_bias, self.item_bias):
-            if table is not None:
-                table.unpersist()
-        if self._residuals is not None:
-            self._residuals[1].unpersist()
-            self._residuals = None
-
-    def save(self, path: str) -> None:
-        """Write ``path/users``, ``path/movies`` (Parquet) and ``path/bias.json`` (mean, damping)."""
-        self._check_fitted()
-        spark = self.item_bias.sparkSession
-        if fs.exists(spark, path):
-            raise RecsysError(f"bias baseline: {path} already exists; give a new directory")
-        self.user_bias.write.parquet(fs.to_uri(fs.join(path, "users")))
-        self.item_bias.write.parquet(fs.to_uri(fs.join(path, "movies")))
-        # written last: its presence marks a complete save
-        fs.write_text(spark, fs.join(path, "bias.json"), json.dumps(
-            {"global_mean": self.global_mean, "damping": self.damping, "format": 1}))
-
-    @classmethod
-    def load(cls, spark, path: str) -> BiasBaseline:
-        meta_path = fs.join(path, "bias.json")
-        if not fs.exists(spark, meta_path):
-            raise RecsysError(f"bias baseline: {path} has no bias.json (not a saved BiasBaseline)")
-        meta = json.loads(fs.read_text(spark, meta_path))
-        model = cls(damping=meta["damping"])
-        model.global_mean = float(meta["global_mean"])
-        model.user_bias = spark.read.parquet(fs.to_uri(fs.join(path, "users")))
-        model.item_bias = spark.read.parquet(fs.to_uri(fs.join(path, "movies")))
-        return model
+    return K.check(k), RELEVANCE_THRESHOLD.check(relevance_threshold)
 
 
 # ---------------------------------------------------------------- top-K with seen removed
@@ -219,7 +78,7 @@ def model_factors(model):
 
 
 def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAULT_MIN_SLACK,
-              max_slack: int = DEFAULT_MAX_SLACK, progress=None):
+              max_slack: int = DEFAULT_MAX_SLACK, progress: Progress = quiet):
     """Top ``k`` movies per user among those the user did not rate in ``train``.
 
     ``users``: DataFrame with ``userId`` (duplicates ignored). Returns a lazy
@@ -250,7 +109,6 @@ def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAU
     from pyspark.sql import types as T
 
     k, _ = check_eval_params(k, DEFAULT_RELEVANCE_THRESHOLD)
-    say = progress or (lambda _m: None)
     factors = model_factors(model)
     if factors is not None:
         from recsys.topk import top_k_unseen
@@ -275,8 +133,8 @@ def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAU
     if len(light) < len(tiers):
         heavy = counts.filter(F.col("_slack") > max_slack).select(USER_COL)
         parts.append(model.score_all(heavy).select(USER_COL, ITEM_COL, SCORE_COL))
-    say(f"[recommend] top-{k}: {len(light)} top_n group(s) (slack {light[:1]}..{light[-1:]}), "
-        f"score_all for users with > {max_slack} ratings: {'yes' if len(light) < len(tiers) else 'no'}")
+    progress(f"[recommend] top-{k}: {len(light)} top_n group(s) (slack {light[:1]}..{light[-1:]}), "
+             f"score_all for users with > {max_slack} ratings: {'yes' if len(light) < len(tiers) else 'no'}")
     if not parts:
         spark = users.sparkSession
         schema = T.StructType([T.StructField(USER_COL, T.IntegerType()),
@@ -372,7 +230,7 @@ def ranking_metrics(recs, heldout, k: int = DEFAULT_K,
 
 def evaluate(model, train, heldout, *, k: int = DEFAULT_K,
              relevance_threshold: float = DEFAULT_RELEVANCE_THRESHOLD,
-             fallback: BiasBaseline | None = None, progress=None) -> dict[str, float]:
+             fallback: BiasBaseline | None = None, progress: Progress = quiet) -> dict[str, float]:
     """Judge a fitted ``model`` (a :class:`recsys.models.base.Recommender`) on ``heldout``.
 
     Returns unprefixed keys: ``rmse``, ``mae``, ``coverage`` (only when
@@ -384,7 +242,6 @@ def evaluate(model, train, heldout, *, k: int = DEFAULT_K,
     from pyspark.sql import functions as F
 
     k, relevance_threshold = check_eval_params(k, relevance_threshold)
-    say = progress or (lambda _m: None)
     metrics: dict[str, float] = {}
     if getattr(model, "predicts_ratings", False):
         fb = fallback if fallback is not None else BiasBaseline().fit(train)
@@ -396,9 +253,9 @@ def evaluate(model, train, heldout, *, k: int = DEFAULT_K,
                   .withColumn(PREDICTION_COL, F.when(F.col("_covered"), F.col("_own"))
                               .otherwise(F.col(PREDICTION_COL)).cast("double")))
         metrics.update(rating_metrics(scored, covered_col="_covered"))
-        say(f"[evaluate] rmse {metrics[RMSE]:.4f}, coverage {metrics[COVERAGE]:.4f}")
+        progress(f"[evaluate] rmse {metrics[RMSE]:.4f}, coverage {metrics[COVERAGE]:.4f}")
     users = heldout.filter(F.col(RATING_COL) >= relevance_threshold).select(USER_COL).distinct()
     recs = recommend(model, users, train, k, progress=progress)
     metrics.update(ranking_metrics(recs, heldout, k, relevance_threshold))
-    say(f"[evaluate] precision@{k} {metrics[PRECISION]:.4f} over {int(metrics[N_USERS])} users")
+    progress(f"[evaluate] precision@{k} {metrics[PRECISION]:.4f} over {int(metrics[N_USERS])} users")
     return metrics

@@ -47,8 +47,9 @@ import uuid
 
 import numpy as np
 
-from recsys.constants import ITEM_COL, MAX_RATING, MIN_RATING, USER_COL
+from recsys.constants import ITEM_COL, MAX_RATING, MIN_RATING, RANK_COL, SCORE_COL, USER_COL
 from recsys.errors import RecsysError
+from recsys.progress import Progress, quiet
 
 #: Version of the layout above; ``serving.py`` refuses a format it does not know.
 FORMAT = 1
@@ -67,7 +68,7 @@ STREAM_PART_BYTES = 64 << 20
 
 
 def export_factors(recommender, train, out_dir, *, kind, popularity, movies=None, fallback=None,
-                   meta=None, progress=None) -> dict:
+                   meta=None, progress: Progress = quiet) -> dict:
     """Write the arrays of a fitted ALS model to the local directory ``out_dir`` (layout above).
 
     ``recommender``: a fitted :class:`~recsys.models.als.ALSRecommender` (its ``factors()``; in
@@ -76,7 +77,7 @@ def export_factors(recommender, train, out_dir, *, kind, popularity, movies=None
     top-K lists exclude. ``kind``: ``"ranking"`` (scores are the raw dot products; an unknown
     pair scores 0.0) or ``"rating"`` (an explicit model: scores are ratings clipped to
     0.5..5; an unknown pair gets the bias baseline of ``fallback``, a fitted
-    :class:`~recsys.evaluation.BiasBaseline`, which is then required). ``popularity``: a fitted
+    :class:`~recsys.models.bias.BiasBaseline`, which is then required). ``popularity``: a fitted
     :class:`~recsys.models.popularity.PopularityRecommender`; its top 1000 are the cold-start
     list. ``movies``: optional ``DataFrame[movieId, title, ...]`` (catalogue-sized, collected)
     for titles. ``meta``: JSON-able fields added to ``meta.json`` (keys must not clash with
@@ -90,7 +91,6 @@ def export_factors(recommender, train, out_dir, *, kind, popularity, movies=None
     when ``out_dir`` already exists.
     """
     start = time.time()
-    say = progress or (lambda _m: None)
     if kind not in KINDS:
         raise RecsysError(f"kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
     config = getattr(recommender, "config", None)
@@ -122,19 +122,19 @@ def export_factors(recommender, train, out_dir, *, kind, popularity, movies=None
     os.makedirs(tmp)
     try:
         counts = _write_all(tmp, recommender, train, kind=kind, popularity=popularity, movies=movies,
-                            fallback=fallback, extra=extra, say=say)
+                            fallback=fallback, extra=extra, progress=progress)
         os.rename(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     counts["seconds"] = time.time() - start
-    say(f"[factors] {counts['users']} users x {counts['movies']} movies x rank {counts['rank']}, "
-        f"{counts['seen_pairs']} seen pairs, {counts['bytes'] / 1e6:.1f} MB in {counts['seconds']:.1f}s "
-        f"-> {out_dir}")
+    progress(f"[factors] {counts['users']} users x {counts['movies']} movies x rank {counts['rank']}, "
+             f"{counts['seen_pairs']} seen pairs, {counts['bytes'] / 1e6:.1f} MB in {counts['seconds']:.1f}s "
+             f"-> {out_dir}")
     return counts
 
 
-def _write_all(tmp, recommender, train, *, kind, popularity, movies, fallback, extra, say) -> dict:
+def _write_all(tmp, recommender, train, *, kind, popularity, movies, fallback, extra, progress) -> dict:
     from pyspark.sql import functions as F
 
     rank = int(recommender.model.rank)
@@ -145,9 +145,9 @@ def _write_all(tmp, recommender, train, *, kind, popularity, movies, fallback, e
         np.save(os.path.join(tmp, name), array, allow_pickle=False)
         files[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
 
-    say("[factors] collecting user factors")
+    progress("[factors] collecting user factors")
     user_ids, user_factors = _collect_factors(user_df, rank, "userFactors")
-    say("[factors] collecting item factors")
+    progress("[factors] collecting item factors")
     item_ids, item_factors = _collect_factors(item_df, rank, "itemFactors")
     save("user_ids.npy", user_ids)
     save("user_factors.npy", user_factors)
@@ -155,7 +155,7 @@ def _write_all(tmp, recommender, train, *, kind, popularity, movies, fallback, e
     save("item_factors.npy", item_factors)
     del user_factors, item_factors
 
-    say("[factors] collecting the seen pairs")
+    progress("[factors] collecting the seen pairs")
     indptr, indices, skipped = _collect_seen(train, user_ids, item_ids)
     save("seen_indptr.npy", indptr)
     save("seen_indices.npy", indices)
@@ -163,8 +163,8 @@ def _write_all(tmp, recommender, train, *, kind, popularity, movies, fallback, e
     del indices
 
     # ranking() is ordered score desc, movieId asc; POPULAR_N rows
-    top = popularity.ranking(POPULAR_N).orderBy("rank").select(
-        F.col(ITEM_COL).cast("long"), F.col("score").cast("double")).collect()
+    top = popularity.ranking(POPULAR_N).orderBy(RANK_COL).select(
+        F.col(ITEM_COL).cast("long"), F.col(SCORE_COL).cast("double")).collect()
     popular_ids = _as_int32(np.array([row[0] for row in top], dtype=np.int64), "popularity movieId")
     save("popular_ids.npy", popular_ids)
     save("popular_scores.npy", np.array([row[1] for row in top], dtype=np.float64))

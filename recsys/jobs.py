@@ -1,37 +1,63 @@
-"""One function per entry point: opens the MLflow run, loads, calls the library, logs.
+"""One function per entry point: validate the parameters, load, call the library, log.
 
-Library modules never import mlflow; this module (and ``registry.py``) are the only places
-that do. A job that raises leaves its run FAILED with the error recorded as the tag
-``recsys.error`` and the artifact ``error.txt``.
+Each job opens its MLflow run with :func:`recsys.tracking.stage_run` and logs through
+``recsys.tracking`` (the run plumbing); library modules never import mlflow. A job that raises
+leaves its run FAILED with the error recorded as the tag ``recsys.error`` and the artifact
+``error.txt``. Progress goes through :func:`recsys.tracking.say`, the ``progress`` callable
+every library call is given.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import sys
 import tempfile
 import time
-import traceback
 import warnings
 
 from recsys import __version__, fs
 from recsys.constants import (
-    DEFAULT_K,
+    ALS_MODEL_ARTIFACT,
     DEFAULT_RELEVANCE_THRESHOLD,
-    DEFAULT_SEED,
     DEFAULT_SPLIT_DIR,
+    ITEM_COL,
+    RANK_COL,
+    RECOMMENDER_ARTIFACT,
+    RECOMMENDER_META,
+    RECOMMENDER_SPARK_MODEL,
+    SCORE_COL,
     SPLIT_PARTS,
+    TAG_BEST_RUN,
+    TAG_DECISION,
+    TAG_FEEDBACK,
+    TAG_OBJECTIVE,
+    TAG_RECOMMENDATIONS_REUSED,
+    TAG_RECOMMENDER_URI,
+    TAG_SEARCH_KEY,
+    TAG_SPLIT,
+    TAG_SPLIT_REUSED,
+    TAG_TRIAL,
+    USER_COL,
+)
+from recsys.entry_points import declared
+from recsys.params import check_bool
+from recsys.split import split_digest
+from recsys.tracking import (
+    adopt_trials,
+    finite_metrics,
+    kill_stale_runs,
+    log_als_model,
+    log_json,
+    log_new_params,
+    log_recommender_model,
+    say,
+    spark_session,
+    stage_run,
+    temp_artifact_dir,
 )
 
 BUNDLED = "bundled"
-
-
-def say(message: str) -> None:
-    """Progress lines go to stderr so stdout stays clean for scripting."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def data_source(data: str | None) -> str | None:
@@ -39,106 +65,11 @@ def data_source(data: str | None) -> str | None:
     return None if not data or data == BUNDLED else data
 
 
-def check_tracking_server(timeout: float = 10.0) -> None:
-    """Fail within ``timeout`` seconds, naming the URI, when an HTTP tracking server is down.
-
-    Without this, MLflow's client retries with back-off for minutes before giving up.
-    """
-    import urllib.error
-    import urllib.request
-
-    import mlflow
-
-    from recsys.errors import RecsysError
-
-    uri = mlflow.get_tracking_uri()
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return  # the server answered (e.g. 401/404 behind a proxy): it is up
-    except (OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise RecsysError(
-            f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {reason}; "
-            "start it or point MLFLOW_TRACKING_URI at a running server") from err
-
-
-# ---------------------------------------------------------------- secrets
-# Credentials stay in the environment MLflow and Hadoop already read (MLFLOW_TRACKING_TOKEN,
-# MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY, ...) and in --spark-conf; no job logs them
-# as params or tags. Error text is recorded in the run, so it is redacted first: a bad
-# `--spark-conf "fs.s3a.secret.key XYZ"` must not put XYZ into the tracking store.
-
-#: Names (env vars, Spark/Hadoop keys) whose values are secrets.
-SECRET_NAME = re.compile(r"secret|passw|token|credential|private|signature|(^|[._-])key($|[._-])"
-                         r"|access[._-]?key", re.IGNORECASE)
-_SECRET_PAIR = re.compile(r"(?P<key>[\w.-]+)(?P<sep>\s*[=:]\s*|\s+)(?P<value>[^\s'\";,]+)")
-REDACTED = "*****"
-
-
-def redact_secrets(text: str) -> str:
-    """``text`` with secret environment values and the values of secret-looking
-    ``key=value`` / ``key value`` pairs replaced by ``*****``."""
-    for name, value in os.environ.items():
-        if SECRET_NAME.search(name) and len(value) >= 4:
-            text = text.replace(value, REDACTED)
-    return _SECRET_PAIR.sub(lambda m: f"{m['key']}{m['sep']}{REDACTED}" if SECRET_NAME.search(m["key"])
-                            else m.group(0), text)
-
-
-@contextlib.contextmanager
-def stage_run(stage: str, params: dict | None = None, run_name=None, tags: dict | None = None):
-    """Start (or, under ``mlflow run``, resume) a run; record any error before re-raising.
-
-    Inside another run (the ``main`` pipeline, a search) the new run is nested under it. The
-    stage tag and ``tags`` are given to ``start_run``, so a run never exists without them: a
-    process killed right after creating it leaves a run that can still be found by its tags.
-    """
-    import mlflow
-
-    nested = mlflow.active_run() is not None
-    if not nested:
-        check_tracking_server()
-    resumed = not nested and bool(os.environ.get("MLFLOW_RUN_ID"))
-    all_tags = {"recsys.stage": stage, "recsys.version": __version__, **(tags or {})}
-    with mlflow.start_run(run_name=None if resumed else (run_name or stage),
-                          nested=nested, tags=all_tags) as run:
-        if params:
-            mlflow.log_params(params)
-        try:
-            yield run
-        except BaseException as err:
-            message = redact_secrets(f"{type(err).__name__}: {err}")
-            with contextlib.suppress(Exception):
-                mlflow.set_tag("recsys.error", message[:4900])
-                mlflow.log_text(message + "\n\n" + redact_secrets(traceback.format_exc()), "error.txt")
-            raise
-
-
-def log_json(obj, artifact_file: str) -> None:
-    import mlflow
-
-    mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), artifact_file)
-
-
-def spark_session(spark_master: str | None, spark_conf):
-    from recsys.spark import get_spark
-
-    keys = [pair.partition("=")[0].strip() for pair in spark_conf or ()]
-    secret = [key for key in keys if SECRET_NAME.search(key)]
-    if secret and os.environ.get("MLFLOW_RUN_ID"):
-        say(f"[warning] --spark-conf {', '.join(secret)}: under `mlflow run`, MLflow records -P values as "
-            "run params in clear; pass secrets through the environment or spark-defaults.conf")
-    return get_spark(master=spark_master or None, conf=list(spark_conf or ()))
-
-
 # ---------------------------------------------------------------- split
 
 
-def split(data=None, split_dir=DEFAULT_SPLIT_DIR, strategy="random", fractions=(0.8, 0.1, 0.1),
-          seed=42, min_user_ratings=0, overwrite=False, spark_master=None, spark_conf=()):
+@declared("split")
+def split(data, split_dir, strategy, fractions, seed, min_user_ratings, overwrite, spark_master, spark_conf):
     """`split` entry point: MovieLens -> ``split_dir/{train,validation,test}`` + manifest.
 
     Logs: params (strategy, fractions, seed, min_user_ratings, data, split_dir), metrics
@@ -153,6 +84,7 @@ def split(data=None, split_dir=DEFAULT_SPLIT_DIR, strategy="random", fractions=(
             fractions = parse_fractions(fractions)
         config = SplitConfig(strategy=strategy, fractions=tuple(fractions), seed=seed,
                              min_user_ratings=min_user_ratings)
+        overwrite = check_bool("overwrite", overwrite)
         log_new_params({**config.as_params(), "data": data or BUNDLED, "split_dir": split_dir})
         spark = spark_session(spark_master, spark_conf)
         manifest, reused = create_split(spark, data, split_dir, config, overwrite=overwrite)
@@ -179,7 +111,7 @@ def log_split(spark, manifest: dict, split_dir: str, reused: bool) -> None:
 
     from recsys.split import load_split
 
-    mlflow.set_tag("recsys.split_reused", str(reused).lower())
+    mlflow.set_tag(TAG_SPLIT_REUSED, str(reused).lower())
     metrics = {f"{part}_{k}": v for part, c in manifest["counts"].items() for k, v in c.items()}
     mlflow.log_metrics(metrics)
     log_json(manifest, "manifest.json")
@@ -218,16 +150,12 @@ def ensure_split(spark, data, split_dir):
     return loaded
 
 
-def temp_artifact_dir():
-    return tempfile.TemporaryDirectory(prefix="recsys-artifacts-")
-
-
 # ---------------------------------------------------------------- synthesize
 
 
-def synthesize(output="outputs/synthetic/ml-synthetic", n_users=10_000, n_movies=20_000,
-               n_ratings=1_000_000, seed=42, rank=10, noise=0.5, n_twins=10, format="folder",
-               overwrite=False, spark_master=None, spark_conf=()):
+@declared("synthesize")
+def synthesize(output, n_users, n_movies, n_ratings, seed, rank, noise, n_twins, format, overwrite,
+               spark_master, spark_conf):
     """`synthesize` entry point: a MovieLens-shaped release at any scale (recsys.data.synthetic).
 
     Logs: params (the config and ``output``), metrics ``ratings``, ``users``,
@@ -244,7 +172,7 @@ def synthesize(output="outputs/synthetic/ml-synthetic", n_users=10_000, n_movies
                                  rank=rank, noise=noise, n_twins=n_twins, format=format)
         log_new_params({**config.as_params(), "output": output})
         spark = spark_session(spark_master, spark_conf)
-        stats = generate(spark, config, output, overwrite=bool(overwrite), progress=say)
+        stats = generate(spark, config, output, overwrite=check_bool("overwrite", overwrite), progress=say)
         metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and k != "seconds"}
         metrics.update({f"rating_share_{k.replace('.', '_')}": v
                         for k, v in stats["rating_histogram"].items()})
@@ -256,131 +184,6 @@ def synthesize(output="outputs/synthetic/ml-synthetic", n_users=10_000, n_movies
 
 
 # ---------------------------------------------------------------- als, als_search, promote
-
-#: Artifact name of every logged ALS model (runs:/<id>/model).
-ALS_MODEL_ARTIFACT = "model"
-TAG_FEEDBACK, TAG_OBJECTIVE, TAG_SPLIT = "recsys.feedback", "recsys.objective", "recsys.split_digest"
-TAG_SEARCH_KEY, TAG_BEST_RUN = "recsys.search_key", "recsys.best_run_id"
-#: The `main` pipeline's two searches: small enough for "run the main job" on a laptop.
-MAIN_RANKING_EVALS, MAIN_RATING_EVALS, MAIN_SEARCH_MAX_ITER = 8, 4, 10
-
-
-def split_digest(manifest: dict) -> str:
-    """A short key of a split's content (its partitions' digests): equal digests, same test set."""
-    import hashlib
-
-    return hashlib.sha256(json.dumps(manifest.get("digests", {}), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def log_new_params(params: dict) -> None:
-    """Log params, skipping keys the run already has: under ``mlflow run`` MLflow has logged the
-    raw entry-point values (``"true"``, ``"4"``), and MLflow refuses to change a param's text."""
-    import mlflow
-
-    run = mlflow.active_run()
-    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params if run else {}
-    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
-
-
-def _finite(metrics: dict, prefix: str = "") -> dict:
-    import math
-
-    return {f"{prefix}{k}": float(v) for k, v in metrics.items()
-            if v is not None and math.isfinite(float(v))}
-
-
-def log_als_model(recommender, fallback, input_example: bool = True, validate: bool = True) -> None:
-    """Log ``recommender.serving_model(fallback)`` as artifact ``model`` (spark flavor; loads with
-    ``mlflow.pyfunc.load_model``: a pandas ``userId, movieId`` frame -> one double per row).
-
-    The signature and pip requirements are given, not inferred: inferring requirements loads
-    the model again in a subprocess (~16 s per model). ``validate=False`` skips MLflow's serving
-    check of the input example (it reloads and runs the model: several seconds per search
-    trial, used by `als_search`); the example and signature are still saved, and the model files
-    are the same.
-    """
-    import mlflow
-    import pandas as pd
-    import pyspark
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    from recsys.constants import ITEM_COL, USER_COL
-
-    signature = ModelSignature(inputs=Schema([ColSpec("long", USER_COL), ColSpec("long", ITEM_COL)]),
-                               outputs=Schema([ColSpec("double")]))
-    example = pd.DataFrame({USER_COL: [1, 1, 2], ITEM_COL: [1, 2, 3]}) if input_example else None
-    options = {"signature": signature, "input_example": example,
-               "pip_requirements": [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]}
-    from mlflow.models import Model
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if not validate and hasattr(Model, "_log_v2"):
-            # mlflow.spark.log_model has no switch for the check; for a local artifact store it
-            # is exactly this call, which passes validate_serving_input on (mlflow 3.x). Measured:
-            # 3.1-3.7 s per model instead of 5.3-6.0 s. A private API: if its signature changes,
-            # fall back to the public call.
-            try:
-                Model._log_v2(artifact_path=ALS_MODEL_ARTIFACT, flavor=mlflow.spark,
-                              spark_model=recommender.serving_model(fallback),
-                              validate_serving_input=False, **options)
-                return
-            except TypeError:
-                pass
-        mlflow.spark.log_model(recommender.serving_model(fallback), ALS_MODEL_ARTIFACT, **options)
-
-
-def log_recommender_model(recommender, train, *, kind, popularity, movies, fallback=None,
-                          spark_model_dir=None, meta=None, name="recommender"):
-    """Log the servable recommender (``recsys/serving.py``, a pyfunc "model from code": no pickle,
-    no JVM to load or serve) as model ``name`` of the active run; returns MLflow's ``ModelInfo``.
-
-    The arrays come from :func:`recsys.factors.export_factors` (same arguments; see it for
-    ``kind``, ``fallback``, ``popularity``, ``movies``, ``meta``) and become the model's
-    ``artifacts/factors``. ``spark_model_dir``: optional local directory holding a Spark-flavor
-    MLflow model (e.g. the downloaded ``runs:/<trial>/model``), copied to
-    ``artifacts/spark_model``, so the registered version keeps the Spark ALS model:
-    ``mlflow.spark.load_model(<downloaded model dir>/artifacts/spark_model)``. The signature is
-    ``recsys.serving.model_signature()`` (param ``k``, output columns); the MLmodel metadata
-    ``recsys_inputs`` describes the request columns and ``recsys_factors`` holds the export counts.
-    """
-    import shutil
-    from pathlib import Path
-
-    import mlflow
-    import numpy as np
-    import pandas as pd
-    import threadpoolctl
-
-    from recsys import serving
-    from recsys.errors import RecsysError
-    from recsys.factors import export_factors
-
-    if mlflow.active_run() is None:
-        raise RecsysError("log_recommender_model: no active MLflow run; call it inside stage_run(...)")
-    if spark_model_dir and not os.path.isfile(os.path.join(spark_model_dir, "MLmodel")):
-        raise RecsysError(f"spark_model_dir {spark_model_dir} holds no MLmodel: not an MLflow model folder")
-    with temp_artifact_dir() as tmp:
-        # artifacts land under artifacts/<directory name>: the names below are the layout
-        factors_dir = os.path.join(tmp, "factors")
-        counts = export_factors(recommender, train, factors_dir, kind=kind, popularity=popularity,
-                                movies=movies, fallback=fallback, meta=meta, progress=say)
-        artifacts = {"factors": factors_dir}
-        if spark_model_dir:
-            artifacts["spark_model"] = shutil.copytree(spark_model_dir, os.path.join(tmp, "spark_model"))
-        users = np.load(os.path.join(factors_dir, "user_ids.npy"), mmap_mode="r")
-        example_user = int(users[0]) if users.shape[0] else 1
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return mlflow.pyfunc.log_model(
-                name=name, python_model=str(Path(serving.__file__).resolve()), artifacts=artifacts,
-                signature=serving.model_signature(),
-                input_example=(pd.DataFrame({"userId": [example_user]}), {"k": 3}),
-                pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
-                                  f"pandas=={pd.__version__}", f"threadpoolctl=={threadpoolctl.__version__}"],
-                metadata={"recsys_inputs": serving.INPUT_DOC, "recsys_kind": kind,
-                          "recsys_factors": {key: n for key, n in counts.items() if key != "seconds"}})
 
 
 def fit_and_judge(als_config, train, heldout, fallback, *, k, relevance_threshold):
@@ -399,7 +202,7 @@ def fit_and_judge(als_config, train, heldout, fallback, *, k, relevance_threshol
 
 def _cached_split(spark, data, split_dir):
     """The split read once, train and validation cached and materialised, plus the bias fallback."""
-    from recsys.evaluation import BiasBaseline
+    from recsys.models.bias import BiasBaseline
 
     loaded = ensure_split(spark, data, split_dir)
     train, validation = loaded.train.cache(), loaded.validation.cache()
@@ -409,9 +212,9 @@ def _cached_split(spark, data, split_dir):
     return loaded, train, validation, fallback
 
 
-def als(data=None, split_dir=DEFAULT_SPLIT_DIR, rank=10, reg_param=0.1, max_iter=10, alpha=1.0,
-        implicit_prefs=False, nonnegative=False, biases=True, seed=DEFAULT_SEED, k=DEFAULT_K,
-        relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD, spark_master=None, spark_conf=()):
+@declared("als")
+def als(data, split_dir, rank, reg_param, max_iter, alpha, implicit_prefs, nonnegative, seed, biases, k,
+        relevance_threshold, spark_master, spark_conf):
     """`als` entry point: fit one ALS on train, judge it on validation, log the model.
 
     Logs: params (every ``ALSConfig`` field, ``k``, ``relevance_threshold``, ``data``,
@@ -442,7 +245,7 @@ def als(data=None, split_dir=DEFAULT_SPLIT_DIR, rank=10, reg_param=0.1, max_iter
         start = time.time()
         log_als_model(recommender, fallback)
         seconds["log_model_seconds"] = time.time() - start
-        mlflow.log_metrics({**_finite(metrics, "val_"), **seconds})
+        mlflow.log_metrics({**finite_metrics(metrics, "val_"), **seconds})
         shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if not key.startswith("n_"))
         say(f"[als] validation: {shown} (fit {seconds['fit_seconds']:.1f}s)")
         return {"run_id": run.info.run_id, "metrics": metrics}
@@ -460,14 +263,13 @@ def _judge_baselines(train, validation, test, fallback, k, relevance_threshold):
     for part, heldout in (("val", validation), ("test", test)):
         metrics = evaluate(popularity, train, heldout, k=k, relevance_threshold=relevance_threshold)
         metrics.update(rating_metrics(fallback.predict(heldout)))
-        out.update(_finite(metrics, f"baseline_{part}_"))
+        out.update(finite_metrics(metrics, f"baseline_{part}_"))
     return out, popularity
 
 
-def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", objective="auto",
-               max_evals=20, max_iter=10, k=DEFAULT_K, relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD,
-               seed=DEFAULT_SEED, on_error="continue", space="experiments/search_space.yaml",
-               spark_master=None, spark_conf=()):
+@declared("als_search")
+def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, relevance_threshold, seed,
+               on_error, space, spark_master, spark_conf):
     """`als_search` entry point: Hyperopt TPE over ALS hyper-parameters (see recsys.search).
 
     One parent run; one nested child run per trial (named by its searched values) with the
@@ -488,7 +290,7 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
     """
     import mlflow
 
-    from recsys import plots, registry
+    from recsys import plots
     from recsys.data.movielens import load_movielens
     from recsys.evaluation import evaluate
     from recsys.models.als import ALSConfig, ALSRecommender
@@ -523,7 +325,7 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
                          TAG_SEARCH_KEY: key, TAG_SPLIT: digest})
         mlflow.log_artifact(resolve_space_path(space))
         client = mlflow.MlflowClient()
-        _kill_stale_runs(client, parent.info.experiment_id, key, parent_id)
+        kill_stale_runs(client, parent.info.experiment_id, key, parent_id)
         say(f"[als_search] {config.feedback} ALS, objective {config.metric} "
             f"({objective_spec.direction}imise), {config.max_evals} trials, key {key}")
 
@@ -535,7 +337,7 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
 
         def evaluate_trial(index, als_config):
             trial_tags = {TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric,
-                          TAG_SEARCH_KEY: key, TAG_SPLIT: digest, "recsys.trial": str(index)}
+                          TAG_SEARCH_KEY: key, TAG_SPLIT: digest, TAG_TRIAL: str(index)}
             with stage_run("als_trial", run_name=trial_name(als_config, search_space),
                            tags=trial_tags) as child:
                 mlflow.log_params({**als_config.as_params(), "k": config.k,
@@ -544,13 +346,13 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
                     recommender, metrics, seconds = fit_and_judge(
                         als_config, train, validation, fallback, k=config.k,
                         relevance_threshold=config.relevance_threshold)
-                    mlflow.log_metrics({**_finite(metrics, "val_"), **seconds})
+                    mlflow.log_metrics({**finite_metrics(metrics, "val_"), **seconds})
                     log_als_model(recommender, fallback, validate=False)
                 return {"metrics": metrics, "run_id": child.info.run_id}
 
         records = run_search(spark, config, search_space, evaluate_trial,
                              state_file=state_path(split_dir, key), key=key, progress=say)
-        _adopt_trials(client, records, parent_id)
+        adopt_trials(client, records, parent_id)
         table = trials_table(records)
         best = best_trial(records, objective_spec)
         ok = sum(r["status"] == "ok" for r in records)
@@ -575,7 +377,7 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
 
         mlflow.set_tag(TAG_BEST_RUN, best["run_id"])
         mlflow.log_params({f"best_{name}": value for name, value in best["params"].items()})
-        mlflow.log_metrics(_finite(best["metrics"], "val_"))
+        mlflow.log_metrics(finite_metrics(best["metrics"], "val_"))
         # test numbers, once, for the one model that is a candidate for promotion
         best_config = ALSConfig(**best["params"])
         with temp_artifact_dir() as tmp:
@@ -585,8 +387,8 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
             recommender = ALSRecommender.from_serving_model(pipeline_model, best_config)
             test_metrics = evaluate(recommender, train, loaded.test, k=config.k,
                                     relevance_threshold=config.relevance_threshold, fallback=fallback)
-            mlflow.log_metrics(_finite(test_metrics, "test_"))
-            for name, value in _finite(test_metrics, "test_").items():
+            mlflow.log_metrics(finite_metrics(test_metrics, "test_"))
+            for name, value in finite_metrics(test_metrics, "test_").items():
                 client.log_metric(best["run_id"], name, value)
             # the candidate's served form, on its own run: top-K lists from its factors
             started_log = time.time()
@@ -599,7 +401,7 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
                     meta={"split_dir": fs.to_uri(split_dir), "split_digest": digest,
                           "feedback": config.feedback, "objective": config.metric,
                           "run_id": best["run_id"], "search_run_id": parent_id})
-                mlflow.set_tag(registry.TAG_RECOMMENDER_URI, served.model_uri)  # what promote registers
+                mlflow.set_tag(TAG_RECOMMENDER_URI, served.model_uri)  # what promote registers
             mlflow.log_metric("log_recommender_seconds", time.time() - started_log)
         summary = {"run_id": parent_id, "best_run_id": best["run_id"], "best_params": best["params"],
                    "val": best["metrics"], "test": test_metrics, "baselines": baselines,
@@ -612,30 +414,8 @@ def als_search(data=None, split_dir=DEFAULT_SPLIT_DIR, feedback="explicit", obje
         return summary
 
 
-def _kill_stale_runs(client, experiment_id, key, parent_id):
-    """Runs left RUNNING by a killed search of the same key, its trials and its parent run:
-    mark them KILLED (the resumed search reruns those trials; this run is the parent now)."""
-    stale = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_SEARCH_KEY}` = '{key}' and attributes.status = 'RUNNING'")
-    for run in stale:
-        if run.info.run_id != parent_id and run.data.tags.get("recsys.stage") in ("als_trial", "als_search"):
-            client.set_terminated(run.info.run_id, "KILLED")
-
-
-def _adopt_trials(client, records, parent_id):
-    """Trials finished under an earlier (interrupted) parent run move under this one, so the
-    finished search shows all its trials; the old parent is kept in ``recsys.first_parent_run_id``."""
-    for rec in records:
-        if not rec.get("run_id"):
-            continue
-        run = client.get_run(rec["run_id"])
-        old = run.data.tags.get("mlflow.parentRunId")
-        if old != parent_id:
-            client.set_tag(rec["run_id"], "recsys.first_parent_run_id", old or "")
-            client.set_tag(rec["run_id"], "mlflow.parentRunId", parent_id)
-
-
-def promote(run_id="", model_name="", force=False):
+@declared("promote")
+def promote(run_id, model_name, force):
     """`promote` entry point: register a search's best model and move aliases (recsys.registry).
 
     ``run_id``: an als_search run (default: the latest finished one in the experiment) or a run
@@ -651,10 +431,8 @@ def promote(run_id="", model_name="", force=False):
     import mlflow
 
     from recsys import registry
-    from recsys.errors import parse_bool
-
     with stage_run("promote") as run:
-        force = parse_bool("force", force)
+        force = check_bool("force", force)
         client = mlflow.MlflowClient()
         if model_name:  # before any work: the name may become a path
             registry.check_model_name(model_name)
@@ -671,7 +449,7 @@ def promote(run_id="", model_name="", force=False):
                    f"champion_test_{metric}": result["champion_score"],
                    f"baseline_test_{metric}": result["baseline_score"]}
         mlflow.log_metrics({key: value for key, value in metrics.items() if value is not None})
-        mlflow.set_tag("recsys.decision", result["decision"])
+        mlflow.set_tag(TAG_DECISION, result["decision"])
         log_json(result, "promotion.json")
         history = registry.promotion_history(client, model_name)
         with temp_artifact_dir() as tmp:
@@ -686,9 +464,8 @@ def promote(run_id="", model_name="", force=False):
 # ---------------------------------------------------------------- baseline
 
 
-def baseline(data=None, split_dir=DEFAULT_SPLIT_DIR, kind="count", damping=10.0, k=DEFAULT_K,
-             relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD, evaluate_test=False,
-             spark_master=None, spark_conf=()):
+@declared("baseline")
+def baseline(data, split_dir, kind, damping, k, relevance_threshold, evaluate_test, spark_master, spark_conf):
     """`baseline` entry point: a popularity recommender judged by ``recsys.evaluation``.
 
     Logs: params (``kind``, ``damping``, ``k``, ``relevance_threshold``, ``evaluate_test``,
@@ -702,16 +479,15 @@ def baseline(data=None, split_dir=DEFAULT_SPLIT_DIR, kind="count", damping=10.0,
     import mlflow
 
     from recsys import plots
-    from recsys.constants import ITEM_COL
     from recsys.data.movielens import load_movielens
-    from recsys.errors import parse_bool
-    from recsys.evaluation import BiasBaseline, check_eval_params, evaluate, rating_metrics
+    from recsys.evaluation import check_eval_params, evaluate, rating_metrics
+    from recsys.models.bias import BiasBaseline
     from recsys.models.popularity import PopularityConfig, PopularityRecommender
 
     with stage_run("baseline", run_name=f"baseline-{kind}"):
         config = PopularityConfig(kind=kind, damping=damping)
         k, relevance_threshold = check_eval_params(k, relevance_threshold)
-        evaluate_test = parse_bool("evaluate_test", evaluate_test)
+        evaluate_test = check_bool("evaluate_test", evaluate_test)
         bias = BiasBaseline()
         log_new_params({**config.as_params(), "k": k, "relevance_threshold": relevance_threshold,
                          "evaluate_test": str(evaluate_test).lower(), "bias_damping": bias.damping,
@@ -739,9 +515,9 @@ def baseline(data=None, split_dir=DEFAULT_SPLIT_DIR, kind="count", damping=10.0,
 
         movies = load_movielens(spark, data_source(data), progress=say).movies
         top = (model.ranking(100).join(movies.select(ITEM_COL, "title", "genres"), ITEM_COL, "left")
-               .selectExpr("rank", ITEM_COL, "title", "genres", "n AS n_ratings",
-                           "mean AS mean_rating", "score")
-               .orderBy("rank").toPandas())  # 100 rows
+               .selectExpr(RANK_COL, ITEM_COL, "title", "genres", "n AS n_ratings",
+                           "mean AS mean_rating", SCORE_COL)
+               .orderBy(RANK_COL).toPandas())  # 100 rows
         plotted = {key: value for key, value in metrics.items()
                    if key.startswith("val_") and "n_users" not in key}
         with temp_artifact_dir() as tmp:
@@ -756,9 +532,9 @@ def baseline(data=None, split_dir=DEFAULT_SPLIT_DIR, kind="count", damping=10.0,
 # ---------------------------------------------------------------- twins
 
 
-def twins(data=None, min_ratings=20, n_pairs=100, n_hashes=128, method="banded", target_similarity=0.5,
-          bucket_cap=500, n_random=100, min_common=2, compare_exact=False, seed=42,
-          spark_master=None, spark_conf=()):
+@declared("twins")
+def twins(data, min_ratings, n_pairs, n_hashes, method, target_similarity, bucket_cap, n_random, min_common,
+          compare_exact, seed, spark_master, spark_conf):
     """`twins` entry point: "movie twins" by MinHash LSH on the whole ratings set, validated by
     the Pearson correlation of their ratings against random pairs (``recsys.twins``).
 
@@ -834,11 +610,6 @@ def twins(data=None, min_ratings=20, n_pairs=100, n_hashes=128, method="banded",
 
 # ---------------------------------------------------------------- recommend
 
-#: Where a recommender model (an MLflow pyfunc directory) keeps its parts, and the artifact
-#: name a bare run id points at (``runs:/<id>/recommender``).
-RECOMMENDER_ARTIFACT = "recommender"
-RECOMMENDER_SPARK_MODEL = "artifacts/spark_model"
-RECOMMENDER_META = "artifacts/factors/meta.json"
 #: Written inside the output next to the Parquet files; "_" makes Spark's readers skip it.
 RECOMMENDATIONS_MANIFEST = "_recsys_recommendations.json"
 SAMPLE_USERS = 100
@@ -928,8 +699,8 @@ def _model_split(spark, data, split_dir, meta: dict):
     return chosen, loaded
 
 
-def recommend(model_uri="models:/recsys-als@champion", users="", output="outputs/recommendations",
-              k=DEFAULT_K, split_dir=DEFAULT_SPLIT_DIR, data=None, spark_master=None, spark_conf=()):
+@declared("recommend")
+def recommend(model_uri, users, output, k, split_dir, data, spark_master, spark_conf):
     """`recommend` entry point: top-``k`` unseen movies for every user (or those in ``users``).
 
     ``model_uri``: see :func:`resolve_recommender`. ``users``: "" (every user the model has
@@ -979,12 +750,12 @@ def recommend(model_uri="models:/recsys-als@champion", users="", output="outputs
                 raise RecsysError(f"output {output} holds recommendations made with {manifest.get('key')}, "
                                   f"not {key}; delete it or choose another output")
             say(f"[recommend] {output} already holds these recommendations: reused")
-            mlflow.set_tag("recsys.recommendations_reused", "true")
+            mlflow.set_tag(TAG_RECOMMENDATIONS_REUSED, "true")
         elif fs.exists(spark, output):
             raise RecsysError(f"output {output} exists and is not a recsys recommendations directory "
                               f"(no {RECOMMENDATIONS_MANIFEST}); delete it or choose another output")
         else:
-            mlflow.set_tag("recsys.recommendations_reused", "false")
+            mlflow.set_tag(TAG_RECOMMENDATIONS_REUSED, "false")
             wanted = read_users(spark, users) if users else None
             popular = PopularityRecommender(kind="count").fit(loaded.train)
             start = time.time()
@@ -998,10 +769,10 @@ def recommend(model_uri="models:/recsys-als@champion", users="", output="outputs
             start = time.time()
             remove_stale_temps(spark, output, progress=say)
             tmp_out = temp_dir_name(output)
-            recs.sortWithinPartitions("userId", "rank").write.parquet(fs.to_uri(tmp_out))
+            recs.sortWithinPartitions(USER_COL, RANK_COL).write.parquet(fs.to_uri(tmp_out))
             recs.unpersist()
             manifest = {"key": key, "model_uri": model_uri, "counts": counts, "split_dir": chosen_split,
-                        "columns": ["userId", "rank", "movieId", "score"], "version": __version__}
+                        "columns": [USER_COL, RANK_COL, ITEM_COL, SCORE_COL], "version": __version__}
             fs.write_text(spark, fs.join(tmp_out, RECOMMENDATIONS_MANIFEST), json.dumps(manifest, indent=2))
             if fs.is_local(output):
                 os.makedirs(os.path.dirname(fs.local_path(output)), exist_ok=True)
@@ -1019,7 +790,6 @@ def _log_recommendation_sample(spark, output: str, data, split_manifest: dict) -
     import mlflow
     from pyspark.sql import functions as F
 
-    from recsys.constants import ITEM_COL, USER_COL
     from recsys.data.movielens import load_movielens
 
     recs = spark.read.parquet(fs.to_uri(output))
@@ -1034,8 +804,8 @@ def _log_recommendation_sample(spark, output: str, data, split_manifest: dict) -
     except Exception as err:  # titles are a convenience: never fail the job for them
         say(f"[recommend] no titles in sample.csv ({type(err).__name__}: {err})")
         sample = sample.withColumn("title", F.lit(None).cast("string")).withColumn("genres", F.lit(None))
-    table = (sample.select(USER_COL, "rank", ITEM_COL, "score", "title", "genres")
-             .orderBy(USER_COL, "rank").toPandas())  # at most SAMPLE_USERS x k rows
+    table = (sample.select(USER_COL, RANK_COL, ITEM_COL, SCORE_COL, "title", "genres")
+             .orderBy(USER_COL, RANK_COL).toPandas())  # at most SAMPLE_USERS x k rows
     with temp_artifact_dir() as tmp:
         table.to_csv(os.path.join(tmp, "sample.csv"), index=False)
         mlflow.log_artifact(os.path.join(tmp, "sample.csv"))
@@ -1044,8 +814,8 @@ def _log_recommendation_sample(spark, output: str, data, split_manifest: dict) -
 # ---------------------------------------------------------------- main pipeline
 
 
-def pipeline(data=None, split_dir=DEFAULT_SPLIT_DIR, ranking_evals=MAIN_RANKING_EVALS,
-             rating_evals=MAIN_RATING_EVALS, max_iter=MAIN_SEARCH_MAX_ITER, spark_master=None, spark_conf=()):
+@declared("main")
+def pipeline(data, split_dir, ranking_evals, rating_evals, max_iter, spark_master, spark_conf):
     """`main` entry point: every stage in order, each a nested run under one parent run.
 
     split -> baseline -> ranking search (implicit, ``precision_at_k``) + promote to

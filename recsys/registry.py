@@ -33,7 +33,7 @@ without it, two promotions that both read the same ``@champion`` could each move
 writer winning even when its model is worse, and two promotions of the same run could both
 register a version.
 
-With ``jobs.py`` this is the only module that imports MLflow.
+With ``jobs.py`` and ``tracking.py`` this is the only module that imports MLflow.
 """
 
 from __future__ import annotations
@@ -45,6 +45,20 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from recsys.constants import (
+    ALS_MODEL_ARTIFACT,
+    HISTORY_TAG_PREFIX,
+    TAG_BEST_RUN,
+    TAG_DECISION,
+    TAG_DECISION_REASON,
+    TAG_FEEDBACK,
+    TAG_MODEL_URI,
+    TAG_OBJECTIVE,
+    TAG_RECOMMENDER_URI,
+    TAG_SOURCE_RUN,
+    TAG_SPLIT,
+    TAG_STAGE,
+)
 from recsys.errors import RecsysError
 from recsys.search import OBJECTIVES, Objective
 
@@ -52,18 +66,9 @@ from recsys.search import OBJECTIVES, Objective
 RANKING_MODEL_NAME, RATING_MODEL_NAME = "recsys-als", "recsys-als-ratings"
 DEFAULT_MODEL_NAME = RANKING_MODEL_NAME
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
-#: The Spark model every trial logs (``runs:/<trial>/model``).
-MODEL_ARTIFACT = "model"
-#: Run tag of a search's best trial: the URI of its served top-K pyfunc (``models:/m-...``).
-TAG_RECOMMENDER_URI = "recsys.recommender_uri"
-#: Registered-model tags holding the promotion history: one per decision, a JSON row.
-HISTORY_TAG_PREFIX = "recsys.decision."
 HISTORY_COLUMNS = ("time", "model_name", "version", "decision", "reason", "objective", "direction",
                    "candidate_score", "champion_version", "champion_score", "baseline_score", "forced",
                    "source_run_id", "model_run_id", "promote_run_id")
-#: Run tags written by the search and read here.
-TAG_STAGE, TAG_BEST_RUN, TAG_OBJECTIVE = "recsys.stage", "recsys.best_run_id", "recsys.objective"
-TAG_FEEDBACK, TAG_SPLIT = "recsys.feedback", "recsys.split_digest"
 #: Registered model that exists only while a promotion of ``<name>`` runs (see promotion_lock).
 LOCK_SUFFIX = ".promote-lock"
 #: A lock older than this is a leftover of a killed promotion (one takes seconds) and is broken.
@@ -108,7 +113,7 @@ class Candidate:
     model_uri: str = ""
 
     def __post_init__(self):
-        self.model_uri = self.model_uri or f"runs:/{self.model_run_id}/{MODEL_ARTIFACT}"
+        self.model_uri = self.model_uri or f"runs:/{self.model_run_id}/{ALS_MODEL_ARTIFACT}"
 
     @property
     def score(self) -> float:
@@ -184,8 +189,8 @@ def register(client, candidate: Candidate, model_name: str):
     tags.update({f"val_{k}": repr(float(v)) for k, v in candidate.val_metrics.items()})
     tags.update({f"param_{k}": v for k, v in candidate.params.items()})
     tags.update({TAG_OBJECTIVE: candidate.objective.metric, TAG_FEEDBACK: candidate.feedback,
-                 TAG_SPLIT: candidate.split_digest, "recsys.source_run_id": candidate.source_run_id,
-                 "recsys.model_uri": candidate.model_uri})
+                 TAG_SPLIT: candidate.split_digest, TAG_SOURCE_RUN: candidate.source_run_id,
+                 TAG_MODEL_URI: candidate.model_uri})
     if candidate.baseline_score is not None:
         tags[f"baseline_test_{candidate.objective.metric}"] = repr(float(candidate.baseline_score))
     for key, value in tags.items():
@@ -321,8 +326,8 @@ def _record(client, decision: dict) -> None:
     # milliseconds plus the version: two decisions never share a key, and keys sort by time
     key = f"{HISTORY_TAG_PREFIX}{int(time.time() * 1000):015d}.v{version}"
     client.set_registered_model_tag(name, key, json.dumps(row, sort_keys=True))
-    client.set_model_version_tag(name, version, "recsys.decision", decision["decision"])
-    client.set_model_version_tag(name, version, "recsys.decision_reason", decision["reason"][:4000])
+    client.set_model_version_tag(name, version, TAG_DECISION, decision["decision"])
+    client.set_model_version_tag(name, version, TAG_DECISION_REASON, decision["reason"][:4000])
 
 
 def promotion_history(client, model_name: str):

@@ -38,9 +38,11 @@ from pathlib import Path
 import yaml
 
 from recsys import fs
-from recsys.constants import DEFAULT_K, DEFAULT_RELEVANCE_THRESHOLD, DEFAULT_SEED, MAP, NDCG, PRECISION, RMSE
+from recsys.constants import MAP, NDCG, PRECISION, RMSE
 from recsys.errors import RecsysError
 from recsys.models.als import ALSConfig
+from recsys.params import MAX_ITER, RELEVANCE_THRESHOLD, SEED, K, param, validate
+from recsys.progress import Progress, quiet
 
 FEEDBACK_MODES = ("explicit", "implicit")
 ON_ERROR = ("continue", "abort")
@@ -89,48 +91,30 @@ class Objective:
 class SearchConfig:
     """Parameters of one search; exactly these are logged as the parent run's params."""
 
-    feedback: str = "explicit"
+    feedback: str = param("explicit", "explicit: ratings, RMSE; implicit: preferences.",
+                          choices=FEEDBACK_MODES)
     """``explicit`` (ratings, RMSE) or ``implicit`` (preferences; adds ``alpha`` to the space)."""
-    objective: str = "auto"
+    objective: str = param("auto", f"{', '.join(OBJECTIVES)}; auto = rmse (explicit), precision_at_k "
+                                   "(implicit).")  # checked by Objective.for_search ("" = auto)
     """Metric to optimise: rmse, precision_at_k, ndcg_at_k, map_at_k; ``auto`` = rmse for
     explicit, precision_at_k for implicit."""
-    max_evals: int = 20
+    max_evals: int = param(20, "Number of trials.", low=1)
     """Number of trials (a rerun with a larger value extends the same search)."""
-    max_iter: int = 10
+    max_iter: int = MAX_ITER.field(help="ALS sweeps per trial.")
     """ALS sweeps of every trial."""
-    k: int = DEFAULT_K
+    k: int = K.field()
     """Cut-off of the ranking metrics."""
-    relevance_threshold: float = DEFAULT_RELEVANCE_THRESHOLD
+    relevance_threshold: float = RELEVANCE_THRESHOLD.field()
     """Held-out ratings at least this are relevant."""
-    seed: int = DEFAULT_SEED
+    seed: int = SEED.field(help="Seed of TPE and ALS.")
     """Seed of TPE and of every ALS fit."""
-    on_error: str = "continue"
+    on_error: str = param("continue", "A failing trial: continue (recorded FAILED) or abort.",
+                          choices=ON_ERROR)
     """A failing trial: ``continue`` (the trial is recorded FAILED) or ``abort`` the search."""
 
     def __post_init__(self):
-        from recsys.evaluation import check_eval_params
-
-        if self.feedback not in FEEDBACK_MODES:
-            raise RecsysError(f"feedback={self.feedback!r} is unknown; allowed: {', '.join(FEEDBACK_MODES)}")
-        if self.on_error not in ON_ERROR:
-            raise RecsysError(f"on_error={self.on_error!r} is unknown; allowed: {', '.join(ON_ERROR)}")
-        Objective.for_search(self.objective, self.feedback)  # validates; ``auto`` stays as given
-        for name in ("max_evals", "max_iter"):
-            value = getattr(self, name)
-            try:
-                ok = float(value) == int(float(value)) and int(float(value)) >= 1
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise RecsysError(f"{name}={value} must be an integer >= 1")
-            object.__setattr__(self, name, int(float(value)))
-        k, thr = check_eval_params(self.k, self.relevance_threshold)
-        object.__setattr__(self, "k", k)
-        object.__setattr__(self, "relevance_threshold", thr)
-        try:
-            object.__setattr__(self, "seed", int(self.seed))
-        except (TypeError, ValueError) as err:
-            raise RecsysError(f"seed={self.seed} must be an integer") from err
+        validate(self)
+        Objective.for_search(self.objective, self.feedback)  # objective and feedback agree
 
     @property
     def objective_spec(self) -> Objective:
@@ -294,7 +278,7 @@ def _finite_metrics(metrics: dict) -> dict:
 
 
 def run_search(spark, config: SearchConfig, space: dict, evaluate_trial, *, state_file: str, key: str,
-               progress=None) -> list[dict]:
+               progress: Progress = quiet) -> list[dict]:
     """Run (or resume) the search; returns the first ``max_evals`` trial records, in order.
 
     ``evaluate_trial(index, als_config)`` fits and evaluates one trial and returns
@@ -306,11 +290,10 @@ def run_search(spark, config: SearchConfig, space: dict, evaluate_trial, *, stat
     import numpy as np
     from hyperopt import STATUS_FAIL, STATUS_OK, fmin, tpe
 
-    say = progress or (lambda _m: None)
     objective = config.objective_spec
     records = _read_state(spark, state_file, key)
     if records:
-        say(f"[search] resuming: {len(records)} finished trial(s) found in {state_file}")
+        progress(f"[search] resuming: {len(records)} finished trial(s) found in {state_file}")
     trials = _rebuild_trials(records)
     last: dict = {}
 
@@ -326,7 +309,7 @@ def run_search(spark, config: SearchConfig, space: dict, evaluate_trial, *, stat
             loss = objective.loss(out["metrics"])
         except Exception as err:  # noqa: BLE001 - the policy decides; the error is recorded
             last.update(error=f"{type(err).__name__}: {err}"[:2000], seconds=time.time() - start)
-            say(f"[search] trial {index} failed: {last['error'][:300]}")
+            progress(f"[search] trial {index} failed: {last['error'][:300]}")
             if config.on_error == "abort":
                 raise
             return {"status": STATUS_FAIL, "error": last["error"]}
@@ -352,8 +335,8 @@ def run_search(spark, config: SearchConfig, space: dict, evaluate_trial, *, stat
         rec = records[-1]
         value = rec["metrics"].get(objective.metric, float("nan"))
         shown = f"{objective.metric}={value:.4f}" if ok else "FAILED"
-        say(f"[search] trial {index + 1}/{config.max_evals}: {rec['params']} -> {shown} "
-            f"({rec['seconds']:.1f}s)")
+        progress(f"[search] trial {index + 1}/{config.max_evals}: {rec['params']} -> {shown} "
+                 f"({rec['seconds']:.1f}s)")
     return records[: config.max_evals]
 
 

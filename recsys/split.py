@@ -34,7 +34,6 @@ from datetime import datetime, timezone
 from recsys import __version__, fs
 from recsys.constants import (
     DEFAULT_MIN_USER_RATINGS,
-    DEFAULT_SEED,
     DEFAULT_SPLIT_FRACTIONS,
     DEFAULT_SPLIT_STRATEGY,
     ITEM_COL,
@@ -43,6 +42,8 @@ from recsys.constants import (
     USER_COL,
 )
 from recsys.errors import RecsysError
+from recsys.params import SEED, param, validate
+from recsys.progress import Progress, quiet
 
 STRATEGIES = ("random", "user", "temporal")
 MANIFEST = "manifest.json"
@@ -54,18 +55,19 @@ _ROWS_PER_FILE = 2_000_000
 class SplitConfig:
     """Parameters of a split; exactly these are logged and stored in the manifest."""
 
-    strategy: str = DEFAULT_SPLIT_STRATEGY
+    strategy: str = param(DEFAULT_SPLIT_STRATEGY, "How ratings are assigned to parts.", choices=STRATEGIES)
     """``random``, ``user`` or ``temporal``."""
-    fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
+    fractions: tuple[float, float, float] = param(DEFAULT_SPLIT_FRACTIONS,
+                                                  "train,validation,test shares summing to 1.")
     """Train, validation and test shares; each in [0, 1), train > 0, summing to 1."""
-    seed: int = DEFAULT_SEED
+    seed: int = SEED.field(help="Seed of the hash that orders ratings.")
     """Seed of the hash that orders ratings (unused by ``temporal`` except for ties: none)."""
-    min_user_ratings: int = DEFAULT_MIN_USER_RATINGS
+    min_user_ratings: int = param(DEFAULT_MIN_USER_RATINGS, "Users with fewer ratings stay whole in train.",
+                                  low=0)
     """Users with fewer ratings than this stay whole in train."""
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise RecsysError(f"strategy {self.strategy!r} is unknown; allowed: {', '.join(STRATEGIES)}")
+        validate(self)
         fr = tuple(float(f) for f in self.fractions)
         object.__setattr__(self, "fractions", fr)
         if len(fr) != 3 or any(not (0.0 <= f < 1.0) for f in fr) or fr[0] <= 0:
@@ -74,10 +76,6 @@ class SplitConfig:
                 "[0, 1) with train > 0, e.g. 0.8,0.1,0.1")
         if abs(sum(fr) - 1.0) > 1e-6:
             raise RecsysError(f"fractions {','.join(map(str, fr))} sum to {sum(fr):g}; they must sum to 1")
-        if int(self.min_user_ratings) < 0:
-            raise RecsysError(f"min_user_ratings={self.min_user_ratings} must be >= 0")
-        object.__setattr__(self, "min_user_ratings", int(self.min_user_ratings))
-        object.__setattr__(self, "seed", int(self.seed))
 
     def as_params(self) -> dict:
         d = asdict(self)
@@ -158,6 +156,13 @@ def content_digest(df) -> str:
     return f"{row['n']}-{int(row['s'] or 0) & ((1 << 64) - 1):016x}-{(row['x'] or 0) & ((1 << 64) - 1):016x}"
 
 
+def split_digest(manifest: dict) -> str:
+    """A short key of a split's content (its partitions' digests): equal digests, same test set."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(manifest.get("digests", {}), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _stats(df) -> dict:
     from pyspark.sql import functions as F
 
@@ -204,7 +209,7 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(spark, split_dir: str, progress=print) -> list[str]:
+def remove_stale_temps(spark, split_dir: str, progress: Progress = quiet) -> list[str]:
     """Delete temporary siblings of ``split_dir`` left by killed splits; returns their paths.
 
     Only those written on this host by a process that no longer runs, and holding no
@@ -232,7 +237,8 @@ def remove_stale_temps(spark, split_dir: str, progress=print) -> list[str]:
 
 
 def make_split(spark, ratings, config: SplitConfig, split_dir: str, *, source: str,
-               source_checksum: str, overwrite: bool = False, progress=print) -> tuple[dict, bool]:
+               source_checksum: str, overwrite: bool = False,
+               progress: Progress = quiet) -> tuple[dict, bool]:
     """Split ``ratings`` into ``split_dir``; returns ``(manifest, reused)``.
 
     The same parameters and source on an existing split reuse it (``reused=True``);

@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import math
 
-from recsys.constants import ITEM_COL, USER_COL
-
-SCORE_COL = "score"
-RANK_COL = "rank"
+from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, USER_COL
+from recsys.progress import Progress, quiet
 
 #: Users per user block and movies per movie block (a block pair is one unit of work).
 DEFAULT_USER_BLOCK = 4096
@@ -64,7 +62,7 @@ _OUT_SCHEMA = f"{USER_COL} int, {ITEM_COL} int, {SCORE_COL} double, {RANK_COL} i
 
 def top_k_unseen(user_factors, item_factors, seen, k: int, *, users=None,
                  user_block: int = DEFAULT_USER_BLOCK, item_block: int = DEFAULT_ITEM_BLOCK,
-                 progress=None, counts: dict | None = None):
+                 progress: Progress = quiet, counts: dict | None = None):
     """Top ``k`` movies per user by ``user_factor . item_factor``, movies in ``seen`` removed.
 
     ``user_factors`` / ``item_factors``: ``DataFrame[id int, features array<float>]`` (the
@@ -80,7 +78,6 @@ def top_k_unseen(user_factors, item_factors, seen, k: int, *, users=None,
     k = int(k)
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")
-    say = progress or (lambda _m: None)
     uf = user_factors.select(F.col("id").cast("int").alias("_u"), F.col("features").alias("_f"))
     if users is not None:
         wanted = users.select(F.col(USER_COL).cast("int").alias("_u")).distinct()
@@ -96,7 +93,7 @@ def top_k_unseen(user_factors, item_factors, seen, k: int, *, users=None,
     if n_users == 0 or n_items == 0:
         return spark.createDataFrame([], _OUT_SCHEMA)
     n_ub, n_ib = math.ceil(n_users / user_block), math.ceil(n_items / item_block)
-    say(f"[topk] {n_users} users x {n_items} movies in {n_ub} x {n_ib} block(s), top {k} unseen")
+    progress(f"[topk] {n_users} users x {n_items} movies in {n_ub} x {n_ib} block(s), top {k} unseen")
 
     def block_of(col, n):
         # never a literal, even for n == 1: a constant key would turn the seen-pairs join into

@@ -59,7 +59,8 @@ def test_biases_are_folded_into_the_factors_exactly(spark):
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F
 
-    from recsys.evaluation import BiasBaseline, rating_metrics
+    from recsys.evaluation import rating_metrics
+    from recsys.models.bias import BiasBaseline
 
     train, held = _additive(spark)
     model = ALSRecommender(rank=1, max_iter=5, reg_param=0.05, seed=3).fit(train)
@@ -85,7 +86,7 @@ def test_biases_are_folded_into_the_factors_exactly(spark):
 def test_a_given_baseline_serves_its_cached_residuals_to_every_fit(spark):
     """A search passes its bias baseline to every trial: the residuals are computed and cached
     once per training set, and the models equal those that fit their own baseline."""
-    from recsys.evaluation import BiasBaseline
+    from recsys.models.bias import BiasBaseline
 
     train, held = _additive(spark)
     baseline = BiasBaseline().fit(train)
@@ -161,7 +162,7 @@ def test_serving_model_through_pyfunc(spark, tmp_path):
     import mlflow
     import pandas as pd
 
-    from recsys.evaluation import BiasBaseline
+    from recsys.models.bias import BiasBaseline
 
     train = _checkerboard(spark)
     fallback = BiasBaseline().fit(train)

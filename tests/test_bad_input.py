@@ -73,7 +73,8 @@ SPLIT_CASES = {
     "fractions_sum": (None, ["--fractions", "0.8,0.1,0.2"], "must sum to 1"),
     "fractions_shape": (None, ["--fractions", "0.8,0.2"], "expected three numbers"),
     "unknown_strategy": (None, ["--strategy", "by-genre"], "allowed: random, user, temporal"),
-    "negative_min_user_ratings": (None, ["--min-user-ratings", "-3"], "min_user_ratings=-3 must be >= 0"),
+    "negative_min_user_ratings": (None, ["--min-user-ratings", "-3"],
+                                  "min_user_ratings=-3 must be an integer >= 0"),
 }
 
 
@@ -117,12 +118,14 @@ def test_split_bad_input(case, tmp_path, spark, monkeypatch):
 # Parameter errors of the other entry points: (argv after the command, fragment). They must be
 # caught before any work starts, so not even the default split is created.
 PARAM_CASES = {
-    "baseline_k_zero": (["baseline", "--k", "0"], "k='0' must be a positive integer"),
-    "baseline_threshold": (["baseline", "--relevance-threshold", "7"], "relevance_threshold='7' must be in"),
+    "baseline_k_zero": (["baseline", "--k", "0"], "k=0 must be an integer >= 1"),
+    "baseline_threshold": (["baseline", "--relevance-threshold", "7"],
+                           "relevance_threshold=7 must be a finite number in [0.5, 5]"),
     "baseline_kind": (["baseline", "--kind", "newest"], "kind='newest' is unknown; allowed: count"),
-    "baseline_damping": (["baseline", "--damping", "-1"], "damping='-1' must be a finite number >= 0"),
-    "twins_method": (["twins", "--method", "kmeans"], "method 'kmeans' is unknown; allowed:"),
-    "twins_similarity": (["twins", "--target-similarity", "1.5"], "target_similarity='1.5' must be in"),
+    "baseline_damping": (["baseline", "--damping", "-1"], "damping=-1 must be a finite number >= 0"),
+    "twins_method": (["twins", "--method", "kmeans"], "method='kmeans' is unknown; allowed:"),
+    "twins_similarity": (["twins", "--target-similarity", "1.5"],
+                          "target_similarity=1.5 must be a finite number in (0, 1)"),
     "als_rank_zero": (["als", "--rank", "0"], "rank=0 must be an integer >= 1"),
     "als_negative_reg_param": (["als", "--reg-param", "-0.1"], "reg_param=-0.1 must be a finite number >= 0"),
     "als_implicit_prefs": (["als", "--implicit-prefs", "maybe"],
@@ -134,7 +137,7 @@ PARAM_CASES = {
     "search_space_bounds": (["als-search", "--space", "bad_space.yaml"],
                             "explicit.reg_param: low=-1 is out of range"),
     "promote_force": (["promote", "--force", "perhaps"], "force='perhaps' must be true or false"),
-    "synthesize_users": (["synthesize", "--n-users", "0"], "n_users=0 must be in 1.."),
+    "synthesize_users": (["synthesize", "--n-users", "0"], "n_users=0 must be an integer in 1.."),
     "synthesize_format": (["synthesize", "--format", "tar"], "format='tar' is unknown; allowed:"),
 }
 

@@ -88,9 +88,9 @@ def test_standalone_cluster_matches_local(tmp_path, spark, bundled):
     # ALS: the same split and fit in this process's local[2] session. Same split content,
     # seed and blocks: the factors differ only by the order of floating-point sums
     from recsys.constants import DEFAULT_K, DEFAULT_RELEVANCE_THRESHOLD
-    from recsys.evaluation import BiasBaseline
     from recsys.jobs import ensure_split, fit_and_judge
     from recsys.models.als import ALSConfig
+    from recsys.models.bias import BiasBaseline
 
     parts = ensure_split(spark, tiny, str(tmp_path / "local-tiny-split"))
     remote_tiny = json.loads((tiny_cluster_dir / "manifest.json").read_text())

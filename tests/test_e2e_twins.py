@@ -58,7 +58,7 @@ def test_twins_entry_point(tmp_path):
     # a bad parameter fails the run with the parameter named, before any Spark work
     failed = mlflow_run("twins", uri, "method=brute")
     assert failed.returncode != 0
-    assert "method 'brute' is unknown" in failed.stderr
+    assert "method='brute' is unknown" in failed.stderr
     _, found = runs(uri)
     assert found[-1].info.status == "FAILED"
     assert "allowed: banded, approx_join, exact" in found[-1].data.tags["recsys.error"]

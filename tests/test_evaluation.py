@@ -20,12 +20,12 @@ from recsys.constants import (
 )
 from recsys.errors import RecsysError
 from recsys.evaluation import (
-    BiasBaseline,
     evaluate,
     ranking_metrics,
     rating_metrics,
     recommend,
 )
+from recsys.models.bias import BiasBaseline
 from recsys.models.popularity import PopularityRecommender
 
 RATINGS = "userId int, movieId int, rating double"

@@ -266,7 +266,7 @@ def test_a_run_has_its_tags_from_the_moment_it_exists(tmp_path, monkeypatch, tra
     part of creating the run, not a later call."""
     import mlflow
 
-    from recsys.jobs import stage_run
+    from recsys.tracking import stage_run
 
     client = mlflow.MlflowClient(tracking_uri)
     exp_id = client.create_experiment(f"tags-{tmp_path.name}", artifact_location=str(tmp_path))

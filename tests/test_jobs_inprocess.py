@@ -185,7 +185,8 @@ def test_twins_job_reports_exact_jaccard_and_full_recall(split_run):
 
 def test_als_job_beats_the_bias_baseline_on_the_same_split(spark, split_run):
     from recsys import jobs
-    from recsys.evaluation import BiasBaseline, rating_metrics
+    from recsys.evaluation import rating_metrics
+    from recsys.models.bias import BiasBaseline
     from recsys.split import load_split
 
     out = jobs.als(data=split_run.data, split_dir=split_run.split_dir, rank=3, max_iter=3, seed=3,

@@ -26,7 +26,7 @@ def test_config_validation_names_the_parameter():
         PopularityConfig(kind="top")
     with pytest.raises(RecsysError, match="damping=-1"):
         PopularityConfig(kind="damped_mean", damping=-1)
-    with pytest.raises(RecsysError, match="damping='x'"):
+    with pytest.raises(RecsysError, match="damping=x must be a number >= 0"):
         PopularityConfig(damping="x")
     assert PopularityConfig(damping="2.5").damping == 2.5
 

@@ -62,7 +62,7 @@ def test_objective_direction_drives_loss_and_best():
     ({"feedback": "implicit", "objective": "rmse"}, "objective=rmse needs feedback=explicit"),
     ({"max_evals": 0}, "max_evals=0 must be an integer >= 1"),
     ({"on_error": "retry"}, "on_error='retry' is unknown"),
-    ({"k": 0}, "k=0 must be a positive integer"),
+    ({"k": 0}, "k=0 must be an integer >= 1"),
 ])
 def test_search_config_errors(kwargs, message):
     with pytest.raises(RecsysError, match=message):

@@ -189,7 +189,7 @@ def test_a_failing_job_does_not_record_a_secret_from_its_error(spark, tmp_path, 
 
 
 def test_redaction_rules():
-    from recsys.jobs import redact_secrets
+    from recsys.tracking import redact_secrets
 
     os.environ["RECSYS_TEST_API_TOKEN"] = "tok-12345"
     try:

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny(spark, tmp_path_factory):
     """Tiny MovieLens (60 users x 16 of 40 movies) and the models fitted on all of it."""
     from recsys.data.movielens import load_movielens
-    from recsys.evaluation import BiasBaseline
     from recsys.models.als import ALSConfig, ALSRecommender
+    from recsys.models.bias import BiasBaseline
     from recsys.models.popularity import PopularityRecommender
     from tests.tiny_movielens import write_tiny_movielens
 
@@ -58,7 +58,7 @@ def logged(tiny, tmp_path_factory, _isolated_cache):
     Spark model logged by ``log_als_model``), downloaded, and loaded in-process."""
     import mlflow
 
-    from recsys.jobs import log_als_model, log_recommender_model
+    from recsys.tracking import log_als_model, log_recommender_model
 
     tmp = tmp_path_factory.mktemp("serving-run")
     mlflow.set_tracking_uri(_isolated_cache)  # the session's store, whatever an earlier test left set

@@ -9,34 +9,30 @@ from itertools import combinations
 import pytest
 
 from recsys.errors import RecsysError
-from recsys.twins import (
-    TwinsConfig,
+from recsys.twins import TwinsConfig, find_twins
+from recsys.twins_candidates import (
     banded_candidates,
     candidate_probability,
     choose_bands,
-    compare_groups,
-    find_twins,
-    pair_pearson,
-    pearson_from_sums,
     signatures,
-    summarize,
     user_sets,
 )
+from recsys.twins_stats import compare_groups, pair_pearson, pearson_from_sums, summarize
 
 # ---------------------------------------------------------------- pure helpers
 
 
 @pytest.mark.parametrize(("field", "value", "needle"), [
-    ("min_ratings", 0, "min_ratings=0 must be >= 1"),
-    ("n_pairs", 10_001, "n_pairs=10001 must be in 1..10000"),
-    ("n_hashes", "many", "n_hashes='many' must be an integer"),
+    ("min_ratings", 0, "min_ratings=0 must be an integer >= 1"),
+    ("n_pairs", 10_001, "n_pairs=10001 must be an integer in 1..10000"),
+    ("n_hashes", "many", "n_hashes=many must be an integer in 1..1024"),
     ("n_hashes", 2.5, "n_hashes=2.5 must be an integer"),
-    ("method", "brute", "method 'brute' is unknown; allowed: banded, approx_join, exact"),
-    ("target_similarity", 1.0, "target_similarity=1.0 must be in (0, 1)"),
-    ("target_similarity", "x", "target_similarity='x' must be a number"),
-    ("bucket_cap", 1, "bucket_cap=1 must be >= 2"),
-    ("n_random", -1, "n_random=-1 must be in 0..10000"),
-    ("min_common", 1, "min_common=1 must be >= 2"),
+    ("method", "brute", "method='brute' is unknown; allowed: banded, approx_join, exact"),
+    ("target_similarity", 1.0, "target_similarity=1.0 must be a finite number in (0, 1)"),
+    ("target_similarity", "x", "target_similarity=x must be a number in (0, 1)"),
+    ("bucket_cap", 1, "bucket_cap=1 must be an integer >= 2"),
+    ("n_random", -1, "n_random=-1 must be an integer in 0..10000"),
+    ("min_common", 1, "min_common=1 must be an integer >= 2"),
     ("compare_exact", "maybe", "compare_exact='maybe' must be true or false"),
 ])
 def test_config_rejects_bad_values_naming_the_parameter(field, value, needle):
@@ -166,7 +162,7 @@ def test_banded_finds_identical_first_planted_pairs_and_matches_exact(crafted):
 def test_approx_join_ranks_by_the_joins_own_distance(crafted):
     """approx_join's candidates carry approxSimilarityJoin's Jaccard; ranking by it gives the same
     top as scoring every candidate again (the earlier route), re-scoring only 2 * n_pairs pairs."""
-    from recsys.twins import approx_join_candidates, score_pairs, top_candidates, top_pairs, user_sets
+    from recsys.twins_candidates import approx_join_candidates, score_pairs, top_candidates, top_pairs
 
     ratings, sets = crafted
     result = find_twins(ratings, TwinsConfig(min_ratings=1, n_pairs=5, n_hashes=7, method="approx_join",
@@ -265,7 +261,7 @@ def bundled_exact(bundled):
     Jaccard, scored once and persisted: several tests compare against it."""
     from pyspark import StorageLevel
 
-    from recsys.twins import exact_scored_pairs
+    from recsys.twins_exact import exact_scored_pairs
 
     us = user_sets(bundled.ratings, 20)
     scored = exact_scored_pairs(us).persist(StorageLevel.MEMORY_AND_DISK)
@@ -293,7 +289,8 @@ def test_prefix_filtering_finds_every_pair_above_the_floor(bundled_exact, floor)
     (compared with scoring every co-rated pair of the bundled data)."""
     from pyspark.sql import functions as F
 
-    from recsys.twins import exact_top_pairs, prefix_candidates, top_pairs
+    from recsys.twins_candidates import top_pairs
+    from recsys.twins_exact import exact_top_pairs, prefix_candidates
 
     us, scored = bundled_exact
     every = scored.filter(F.col("jaccard") >= floor)
@@ -309,7 +306,7 @@ def test_prefix_filtering_finds_every_pair_above_the_floor(bundled_exact, floor)
 @pytest.mark.slow
 def test_scoring_by_a_size_floor_gives_the_same_top_as_scoring_every_candidate(bundled_exact):
     """The two-pass scoring skips candidates by their sizes only: the top must not change."""
-    from recsys.twins import score_pairs, top_candidates, top_pairs
+    from recsys.twins_candidates import score_pairs, top_candidates, top_pairs
 
     us, _ = bundled_exact
     sigs = signatures(us.sets, us.n_movies, 128, 42)
@@ -338,7 +335,8 @@ def test_blocked_exact_reference_matches_spark_exact(bundled, bundled_exact, min
     from pathlib import Path
 
     from recsys.data.movielens import bundled_source
-    from recsys.twins import exact_scored_pairs, top_pairs
+    from recsys.twins_candidates import top_pairs
+    from recsys.twins_exact import exact_scored_pairs
 
     script = Path(__file__).resolve().parents[1] / "experiments" / "twins_recall.py"
     spec = importlib.util.spec_from_file_location("twins_recall", script)

@@ -29,6 +29,7 @@ from importlib import resources
 from recsys import fs
 from recsys.constants import ITEM_COL, MAX_RATING, MIN_RATING, RATING_COL, TIMESTAMP_COL, USER_COL
 from recsys.errors import DataValidationError
+from recsys.progress import Progress, quiet
 
 CACHE_FORMAT_VERSION = 1
 #: Written last, inside the staging folder before its rename: an entry without it is incomplete.
@@ -326,7 +327,7 @@ def _validate(spark, table: str, path: str, shown: str):
 
 
 def load_movielens(spark, source: str | None = None, cache_dir: str | None = None,
-                   progress=print) -> MovieLens:
+                   progress: Progress = quiet) -> MovieLens:
     """Load (validating and caching on first use) a MovieLens release.
 
     ``source``: zip or folder, local path or Hadoop URI; ``None`` = bundled ml-latest-small.

@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass
 from recsys import fs
 from recsys.constants import DEFAULT_SEED, ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL
 from recsys.errors import RecsysError
+from recsys.params import SEED, param, validate
+from recsys.progress import Progress, quiet
 
 #: Bumped whenever the same config would give different bytes (benchmark caches key on it).
 GENERATOR_VERSION = 1
@@ -88,37 +90,26 @@ _ROWS_PER_PART = 2_000_000
 class SyntheticConfig:
     """Parameters of a synthetic release; exactly these are logged as the run's params."""
 
-    n_users: int = 10_000
-    """Number of users (ids 1..n_users), >= 1."""
-    n_movies: int = 20_000
-    """Number of movies (ids 1..n_movies), >= 1."""
-    n_ratings: int = 1_000_000
+    n_users: int = param(10_000, "Number of users.", low=1, high=_MAX_ID)
+    """Number of users (ids 1..n_users)."""
+    n_movies: int = param(20_000, "Number of movies.", low=1, high=10_000_000)
+    """Number of movies (ids 1..n_movies)."""
+    n_ratings: int = param(1_000_000, "Target number of ratings (realised within ~1%).")
     """Target number of ratings; the realised count is within about 1%."""
-    seed: int = DEFAULT_SEED
+    seed: int = SEED.field(low=0, high=2**63 - 1)
     """Seed of every random draw; the same seed gives byte-identical files."""
-    rank: int = 10
-    """Number of latent factors behind the ratings (1..200)."""
-    noise: float = 0.5
-    """Standard deviation of the Gaussian noise added to each rating before rounding (0..5)."""
-    n_twins: int = 10
+    rank: int = param(10, "Latent factors behind the ratings.", low=1, high=200)
+    """Number of latent factors behind the ratings."""
+    noise: float = param(0.5, "Rating noise (standard deviation, in rating points).", low=0.0, high=5.0)
+    """Standard deviation of the Gaussian noise added to each rating before rounding."""
+    n_twins: int = param(10, "Planted near-duplicate users (at most a tenth of n_users, and at most "
+                             f"{MAX_TWINS}).", low=0)
     """Planted near-duplicate users (0..min(n_users // 10, 10000))."""
-    format: str = "folder"
+    format: str = param("folder", "Write a folder or a .zip file.", choices=FORMATS)
     """``folder`` or ``zip``."""
 
     def __post_init__(self):
-        for name in ("n_users", "n_movies", "n_ratings", "seed", "rank", "n_twins"):
-            value = getattr(self, name)
-            try:
-                as_int = int(value)
-            except (TypeError, ValueError) as err:
-                raise RecsysError(f"{name}={value!r} must be an integer") from err
-            if as_int != float(value):
-                raise RecsysError(f"{name}={value!r} must be an integer")
-            object.__setattr__(self, name, as_int)
-        if not 1 <= self.n_users <= _MAX_ID:
-            raise RecsysError(f"n_users={self.n_users} must be in 1..{_MAX_ID}")
-        if not 1 <= self.n_movies <= 10_000_000:
-            raise RecsysError(f"n_movies={self.n_movies} must be in 1..10000000")
+        validate(self)
         if self.n_ratings < self.n_users:
             raise RecsysError(f"n_ratings={self.n_ratings} must be >= n_users={self.n_users} "
                               "(every user has at least one rating)")
@@ -126,23 +117,10 @@ class SyntheticConfig:
             raise RecsysError(
                 f"n_ratings={self.n_ratings} is more than half of n_users*n_movies="
                 f"{self.n_users * self.n_movies}: raise n_users or n_movies (real releases are <1% dense)")
-        if not 0 <= self.seed < 2**63:
-            raise RecsysError(f"seed={self.seed} must be in 0..2^63-1")
-        if not 1 <= self.rank <= 200:
-            raise RecsysError(f"rank={self.rank} must be in 1..200")
-        try:
-            noise = float(self.noise)
-        except (TypeError, ValueError) as err:
-            raise RecsysError(f"noise={self.noise!r} must be a number in 0..5") from err
-        if not 0.0 <= noise <= 5.0 or math.isnan(noise):
-            raise RecsysError(f"noise={self.noise} must be in 0..5 (rating points)")
-        object.__setattr__(self, "noise", noise)
         max_twins = min(self.n_users // 10, MAX_TWINS)
-        if not 0 <= self.n_twins <= max_twins:
+        if self.n_twins > max_twins:
             raise RecsysError(f"n_twins={self.n_twins} must be in 0..{max_twins} "
                               "(at most a tenth of n_users, and at most 10000)")
-        if self.format not in FORMATS:
-            raise RecsysError(f"format={self.format!r} is unknown; allowed: {', '.join(FORMATS)}")
 
     def as_params(self) -> dict:
         return asdict(self)
@@ -282,7 +260,7 @@ def _partition_generator(seed: int, n_movies: int, rank: int, noise: float):
         ctx = _context(seed, n_movies, rank)
         for pdf in batches:
             users, movies, ratings, stamps = [], [], [], []
-            for user, source, count in zip(pdf["userId"].to_numpy(), pdf["sourceId"].to_numpy(),
+            for user, source, count in zip(pdf[USER_COL].to_numpy(), pdf["sourceId"].to_numpy(),
                                            pdf["n"].to_numpy(), strict=True):
                 m, r, t = _user_rows(ctx, seed, noise, int(user), int(source), int(count))
                 users.append(np.full(len(m), user, dtype=np.int32))
@@ -362,7 +340,7 @@ def _users_frame(spark, config: SyntheticConfig, sources: list[int], partitions:
         .withColumn("z", _normal(config.seed, F.col("sourceId")))
 
 
-def solve_scale(users, config: SyntheticConfig, progress=None) -> tuple[float, int]:
+def solve_scale(users, config: SyntheticConfig, progress: Progress = quiet) -> tuple[float, int]:
     """The log-normal scale whose per-user counts sum closest to ``n_ratings``.
 
     Each Spark job evaluates the total at 48 scales on a log grid; three rounds narrow the
@@ -389,9 +367,8 @@ def solve_scale(users, config: SyntheticConfig, progress=None) -> tuple[float, i
                               f"and n_movies={config.n_movies} (at most {totals[-1]}): raise n_users")
         j = above[0]
         lo, hi = math.log(scales[max(j - 1, 0)]), math.log(scales[j])
-    if progress:
-        progress(f"[synthesize] ratings per user: log-normal s={USER_SIGMA}, scale={best[0]:.2f} "
-                 f"-> {best[1]} ratings")
+    progress(f"[synthesize] ratings per user: log-normal s={USER_SIGMA}, scale={best[0]:.2f} "
+             f"-> {best[1]} ratings")
     return best
 
 
@@ -520,7 +497,7 @@ def realised_stats(ratings, n_movies: int, per_user=None) -> dict:
 
 
 def generate(spark, config: SyntheticConfig, output: str, overwrite: bool = False,
-             partitions: int | None = None, progress=print) -> dict:
+             partitions: int | None = None, progress: Progress = quiet) -> dict:
     """Write a synthetic MovieLens release to ``output`` (local folder, or ``.zip`` file).
 
     Returns the statistics dict (also written as ``synthetic_stats.json``), which includes
@@ -531,9 +508,8 @@ def generate(spark, config: SyntheticConfig, output: str, overwrite: bool = Fals
 
     start = time.time()
 
-    def say(message):
-        if progress:
-            progress(f"{message} [{time.time() - start:.0f}s]")
+    def stamped(message):  # progress, with the seconds since the start
+        progress(f"{message} [{time.time() - start:.0f}s]")
 
     path = _check_output(spark, output, config, overwrite)
     parent = os.path.dirname(path) or "."
@@ -544,7 +520,7 @@ def generate(spark, config: SyntheticConfig, output: str, overwrite: bool = Fals
         partitions = max(spark.sparkContext.defaultParallelism, math.ceil(config.n_ratings / _ROWS_PER_PART))
     try:
         own = _users_frame(spark, config, [], partitions).cache()
-        scale, planned = solve_scale(own, config, progress=say)
+        scale, planned = solve_scale(own, config, progress=stamped)
         sources = _pick_twin_sources(own, config, scale)
         own.unpersist()
         users = _users_frame(spark, config, sources, partitions)
@@ -559,24 +535,25 @@ def generate(spark, config: SyntheticConfig, output: str, overwrite: bool = Fals
         schema: StructType = spark_schema("ratings")
         gen = _partition_generator(config.seed, config.n_movies, config.rank, config.noise)
         t0 = time.time()
-        say(f"[synthesize] generating ~{planned} ratings for {config.n_users} users over "
-            f"{config.n_movies} movies in {partitions} partitions")
+        stamped(f"[synthesize] generating ~{planned} ratings for {config.n_users} users over "
+                f"{config.n_movies} movies in {partitions} partitions")
         _write_csv_parts(counts.mapInPandas(gen, schema), os.path.join(parts_dir, "ratings"))
         gen_seconds = time.time() - t0
-        say(f"[synthesize] ratings generated in {gen_seconds:.1f}s")
+        stamped(f"[synthesize] ratings generated in {gen_seconds:.1f}s")
         ratings = spark.read.schema(schema).csv(fs.to_uri(os.path.join(parts_dir, "ratings")))
         _write_csv_parts(_movies_frame(spark, config), os.path.join(parts_dir, "movies"))
         _write_csv_parts(_links_frame(spark, config), os.path.join(parts_dir, "links"))
         _write_csv_parts(_tags_frame(ratings, config), os.path.join(parts_dir, "tags"))
-        say("[synthesize] movies, links and tags written; computing statistics")
+        stamped("[synthesize] movies, links and tags written; computing statistics")
         # Every user gets exactly its planned count: no scan needed for the per-user figures.
         stats = realised_stats(ratings, config.n_movies, per_user=counts.select(USER_COL, "n"))
         stats.update({"config": config.as_params(), "generator_version": GENERATOR_VERSION,
                       "lognormal_scale": round(scale, 4),
                       "generate_seconds": round(gen_seconds, 2), "planted_twins": twins})
-        say(f"[synthesize] {stats['ratings']} ratings, per user median {stats['ratings_per_user_median']:g} "
-            f"p90 {stats['ratings_per_user_p90']:g} max {stats['ratings_per_user_max']}, item Gini "
-            f"{stats['item_gini']}, mean rating {stats['rating_mean']}")
+        stamped(f"[synthesize] {stats['ratings']} ratings, per user median "
+                f"{stats['ratings_per_user_median']:g} p90 {stats['ratings_per_user_p90']:g} max "
+                f"{stats['ratings_per_user_max']}, item Gini "
+                f"{stats['item_gini']}, mean rating {stats['rating_mean']}")
         counts.unpersist()
         release = _assemble(staging, parts_dir, path, config)
         stats["seconds"] = round(time.time() - start, 2)
@@ -589,7 +566,7 @@ def generate(spark, config: SyntheticConfig, output: str, overwrite: bool = Fals
                 raise RecsysError(f"output={output!r} appeared while generating; set overwrite=true")
             os.replace(path, os.path.join(staging, "old"))
         os.replace(release, path)
-        say(f"[synthesize] wrote {path} in {stats['seconds']:.1f}s")
+        stamped(f"[synthesize] wrote {path} in {stats['seconds']:.1f}s")
         return stats
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -4,7 +4,7 @@ Two feedback modes (``ALSConfig.implicit_prefs``):
 
 - **explicit** (default): ``predict`` gives a rating, clipped to the 0.5-5 scale, so RMSE
   applies (``predicts_ratings`` is True). With ``biases`` (the default) the model is the
-  evaluation's :class:`~recsys.evaluation.BiasBaseline` plus ALS fitted to its residuals:
+  :class:`~recsys.models.bias.BiasBaseline` plus ALS fitted to its residuals:
   ``r_ui ~ mu + b_u + b_i + p_u . q_i``. Plain ALS has no bias terms, so its factors must spend
   capacity on "this movie is liked by everyone", and on the bundled data it loses to the bias
   baseline on RMSE (0.879 against 0.868); fitted on the residuals it reaches 0.852-0.855
@@ -23,7 +23,7 @@ Two feedback modes (``ALSConfig.implicit_prefs``):
    (``_recsys_zero``);
 2. the fitted ``ALSModel`` (``coldStartStrategy="nan"``) -> ``_recsys_als``;
 3. explicit mode only, two one-factor ``ALSModel`` lookups holding the evaluation's
-   :class:`~recsys.evaluation.BiasBaseline` offsets: user offsets keyed by ``userId`` against
+   :class:`~recsys.models.bias.BiasBaseline` offsets: user offsets keyed by ``userId`` against
    item id 0 (factor 1.0) -> ``_recsys_bu``, and movie offsets keyed by ``movieId`` against user
    id 0 -> ``_recsys_bi``. An ALS model is a distributed id -> vector lookup plus a dot product,
    which is exactly a join with a bias table; MovieLens ids are >= 1, so 0 is free;
@@ -40,83 +40,52 @@ constructor, which Scala marks ``private[ml]`` (public in bytecode); the tests p
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 
 from recsys import fs
 from recsys.constants import (
-    DEFAULT_SEED,
     ITEM_COL,
     MAX_RATING,
     MIN_RATING,
     PREDICTION_COL,
     RATING_COL,
+    SCORE_COL,
     USER_COL,
 )
-from recsys.errors import RecsysError, parse_bool
+from recsys.errors import RecsysError
 from recsys.models.base import Recommender, read_meta
+from recsys.params import MAX_ITER, SEED, param, validate
 
-SCORE_COL = "score"
 _ROW, _ZERO, _ALS, _BU, _BI = "_recsys_row", "_recsys_zero", "_recsys_als", "_recsys_bu", "_recsys_bi"
-
-
-def _as_int(name: str, value, minimum: int) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise RecsysError(f"{name}={value} must be an integer >= {minimum}") from err
-    if not math.isfinite(number) or number != int(number) or int(number) < minimum:
-        raise RecsysError(f"{name}={value} must be an integer >= {minimum}")
-    return int(number)
-
-
-def _as_float(name: str, value, *, minimum: float, strict: bool) -> float:
-    rule = f"> {minimum:g}" if strict else f">= {minimum:g}"
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise RecsysError(f"{name}={value} must be a number {rule}") from err
-    if not math.isfinite(number) or number < minimum or (strict and number == minimum):
-        raise RecsysError(f"{name}={value} must be a finite number {rule}")
-    return number
 
 
 @dataclass(frozen=True)
 class ALSConfig:
     """Parameters of one ALS model; exactly these fields are logged as the run's params."""
 
-    rank: int = 10
-    """Number of latent factors per user and movie (integer >= 1)."""
-    reg_param: float = 0.1
-    """L2 regularisation ``lambda`` (>= 0); Spark scales it by each user's/movie's rating count."""
-    max_iter: int = 10
-    """Alternating least-squares sweeps (integer >= 1)."""
-    alpha: float = 1.0
-    """Implicit mode only: confidence ``1 + alpha * rating`` given to an observed rating (> 0)."""
-    implicit_prefs: bool = False
+    rank: int = param(10, "Latent factors.", low=1)
+    """Number of latent factors per user and movie."""
+    reg_param: float = param(0.1, "L2 regularisation.", low=0.0)
+    """L2 regularisation ``lambda``; Spark scales it by each user's/movie's rating count."""
+    max_iter: int = MAX_ITER.field()
+    """Alternating least-squares sweeps."""
+    alpha: float = param(1.0, "Implicit confidence weight.", low=0.0, low_open=True)
+    """Implicit mode only: confidence ``1 + alpha * rating`` given to an observed rating."""
+    implicit_prefs: bool = param(False, "true: implicit-feedback ALS (ranking); false: explicit "
+                                       "(ratings, RMSE).")
     """False: fit the ratings (explicit feedback); True: fit preferences weighted by confidence."""
-    nonnegative: bool = False
+    nonnegative: bool = param(False, "Non-negative factors.")
     """Constrain factors to be >= 0 (NNLS instead of Cholesky solves)."""
-    seed: int = DEFAULT_SEED
-    """Seed of the factors' random initialisation."""
-    biases: bool = True
+    seed: int = SEED.field(help="Seed of the factors' random initialisation.")
+    biases: bool = param(True, "Explicit mode: fit ALS to the residuals of the bias baseline and add the "
+                               "biases back.")
     """Explicit mode: fit the factors to the residuals of the bias baseline (global mean, damped
     user and movie offsets) and add the biases back. Implicit mode has no ratings to offset: it is
     always stored (and logged) as False there."""
 
     def __post_init__(self):
-        set_ = object.__setattr__
-        set_(self, "rank", _as_int("rank", self.rank, 1))
-        set_(self, "reg_param", _as_float("reg_param", self.reg_param, minimum=0.0, strict=False))
-        set_(self, "max_iter", _as_int("max_iter", self.max_iter, 1))
-        set_(self, "alpha", _as_float("alpha", self.alpha, minimum=0.0, strict=True))
-        set_(self, "implicit_prefs", parse_bool("implicit_prefs", self.implicit_prefs))
-        set_(self, "nonnegative", parse_bool("nonnegative", self.nonnegative))
-        set_(self, "biases", parse_bool("biases", self.biases) and not self.implicit_prefs)
-        try:
-            set_(self, "seed", int(self.seed))
-        except (TypeError, ValueError) as err:
-            raise RecsysError(f"seed={self.seed} must be an integer") from err
+        validate(self)
+        object.__setattr__(self, "biases", self.biases and not self.implicit_prefs)
 
     @property
     def feedback(self) -> str:
@@ -136,7 +105,7 @@ class ALSRecommender(Recommender):
     name = "als"
 
     def __init__(self, config: ALSConfig | None = None, baseline=None, **kwargs):
-        """``baseline``: a :class:`~recsys.evaluation.BiasBaseline` already fitted on the training
+        """``baseline``: a :class:`~recsys.models.bias.BiasBaseline` already fitted on the training
         data ``fit`` will get (a search fits it once for all its trials); by default ``fit``
         fits its own."""
         self.config = config if config is not None else ALSConfig(**kwargs)
@@ -164,7 +133,7 @@ class ALSRecommender(Recommender):
         if not c.biases:
             self.model = als.fit(train)
             return self
-        from recsys.evaluation import BiasBaseline
+        from recsys.models.bias import BiasBaseline
 
         if self.baseline is not None:  # the caller's: its cached residuals serve every fit on train
             self.model = _with_biases(als.fit(self.baseline.cached_residuals(train)), self.baseline)
@@ -251,7 +220,7 @@ class ALSRecommender(Recommender):
         """The ``PipelineModel`` to log (see the module docstring): ``userId, movieId`` ->
         ``prediction`` (double, never NaN), input order kept.
 
-        ``fallback``: a fitted :class:`~recsys.evaluation.BiasBaseline` (required in explicit
+        ``fallback``: a fitted :class:`~recsys.models.bias.BiasBaseline` (required in explicit
         mode: it is the one the evaluation used, so served and evaluated predictions agree).
         """
         from pyspark.ml import PipelineModel

@@ -16,41 +16,34 @@ score); no pickle.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 
 from recsys import fs
-from recsys.constants import ITEM_COL, PREDICTION_COL, RATING_COL, USER_COL
+from recsys.constants import ITEM_COL, PREDICTION_COL, RANK_COL, RATING_COL, SCORE_COL, USER_COL
 from recsys.errors import RecsysError
 from recsys.models.base import Recommender, read_meta
+from recsys.params import param, validate
 
 KINDS = ("count", "damped_mean")
 DEFAULT_KIND = "count"
 #: Prior strength of the damped mean, in ratings: a movie's own mean weighs n / (n + 10).
 DEFAULT_DAMPING = 10.0
-SCORE_COL = "score"
 
 
 @dataclass(frozen=True)
 class PopularityConfig:
     """Parameters of a popularity model; exactly these are logged as params."""
 
-    kind: str = DEFAULT_KIND
+    kind: str = param(DEFAULT_KIND, "count (most rated) or damped_mean (Bayesian average rating).",
+                      choices=KINDS)
     """``count`` (most rated) or ``damped_mean`` (Bayesian average rating)."""
-    damping: float = DEFAULT_DAMPING
+    damping: float = param(DEFAULT_DAMPING, "damped_mean: pseudo-ratings at the global mean added to every "
+                                            "movie.", low=0.0)
     """``damped_mean`` only: number of pseudo-ratings at the global mean added to every movie
     (>= 0; 0 is the raw mean, which puts single 5.0 ratings first)."""
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise RecsysError(f"kind={self.kind!r} is unknown; allowed: {', '.join(KINDS)}")
-        try:
-            d = float(self.damping)
-        except (TypeError, ValueError) as err:
-            raise RecsysError(f"damping={self.damping!r} must be a number >= 0") from err
-        if not math.isfinite(d) or d < 0:
-            raise RecsysError(f"damping={self.damping!r} must be a finite number >= 0")
-        object.__setattr__(self, "damping", d)
+        validate(self)
 
     def as_params(self) -> dict:
         return asdict(self)
@@ -98,8 +91,8 @@ class PopularityRecommender(Recommender):
         if n is not None:
             top = self.items.orderBy(*order).limit(int(n))
             # a single small partition: the window below needs no shuffle of note
-            return top.withColumn("rank", F.row_number().over(Window.orderBy(*order)))
-        return self.items.withColumn("rank", F.row_number().over(Window.orderBy(*order)))
+            return top.withColumn(RANK_COL, F.row_number().over(Window.orderBy(*order)))
+        return self.items.withColumn(RANK_COL, F.row_number().over(Window.orderBy(*order)))
 
     def top_n(self, users, n: int):
         from pyspark.sql import functions as F
