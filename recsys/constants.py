@@ -76,3 +76,9 @@ RECOMMENDER_SPARK_MODEL = f"artifacts/{SPARK_MODEL_ARTIFACT}"
 RECOMMENDER_META = f"artifacts/{FACTORS_ARTIFACT}/meta.json"
 #: Written where a run failed: the redacted error and traceback.
 ERROR_ARTIFACT = "error.txt"
+
+#: Spark setting (``--spark-conf spark.recsys.als.blocks=N``): ALS user and item blocks, i.e.
+#: the parallelism of every ALS fit. Unset: Spark's default, 10. About the number of cores
+#: the job has is a good value on a cluster; 1-2 on tiny data (the tests). The block count
+#: changes each block's random start, so factors (not their quality) differ slightly with it.
+ALS_BLOCKS_CONF = "spark.recsys.als.blocks"

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from recsys.constants import ALS_BLOCKS_CONF
 from recsys.errors import RecsysError
 from recsys.models.als import ALSConfig, ALSRecommender
 from tests.contract import assert_recommender_contract
@@ -53,6 +54,7 @@ def _additive(spark):
     return spark.createDataFrame(train, SCHEMA), spark.createDataFrame(held, SCHEMA)
 
 
+@pytest.mark.slow
 def test_biases_are_folded_into_the_factors_exactly(spark):
     """With biases, prediction = mu + b_user + b_movie + (ALS on the baseline's residuals), and
     the folded rank + 2 model computes exactly that; on additive data it beats plain ALS."""
@@ -66,8 +68,10 @@ def test_biases_are_folded_into_the_factors_exactly(spark):
     model = ALSRecommender(rank=1, max_iter=5, reg_param=0.05, seed=3).fit(train)
     assert model.model.rank == 3
     baseline = BiasBaseline().fit(train)
+    blocks = int(spark.conf.get(ALS_BLOCKS_CONF, "10"))  # the same blocking, so the same start
     residual = ALS(rank=1, maxIter=5, regParam=0.05, seed=3, userCol="userId", itemCol="movieId",
-                   ratingCol="rating").fit(baseline.residuals(train))
+                   ratingCol="rating", numUserBlocks=blocks, numItemBlocks=blocks
+                   ).fit(baseline.residuals(train))
     expected = (residual.setPredictionCol("_r").transform(held)
                 .join(baseline.user_bias, "userId").join(baseline.item_bias, "movieId")
                 .select("userId", "movieId", (F.lit(baseline.global_mean) + F.col("user_bias")
@@ -83,6 +87,7 @@ def test_biases_are_folded_into_the_factors_exactly(spark):
     assert rmse["biased"] < 0.2 < rmse["plain"], rmse
 
 
+@pytest.mark.slow
 def test_a_given_baseline_serves_its_cached_residuals_to_every_fit(spark):
     """A search passes its bias baseline to every trial: the residuals are computed and cached
     once per training set, and the models equal those that fit their own baseline."""
@@ -141,6 +146,7 @@ def test_checkerboard_withheld_item_ranks_first(spark, implicit, biases, rank):
         assert pred[4] == pytest.approx(5.0, abs=0.5) and pred[10] == pytest.approx(1.0, abs=0.5)
 
 
+@pytest.mark.slow
 def test_contract(spark, synthetic_ratings, tmp_path):
     train = synthetic_ratings.filter("userId <= 40").cache()
     assert_recommender_contract(spark, lambda: ALSRecommender(rank=3, max_iter=3, seed=3), train,
@@ -156,6 +162,7 @@ def test_predict_is_null_for_cold_start_and_clipped(spark):
     assert 0.5 <= got[(1, 1)] <= 5.0
 
 
+@pytest.mark.slow
 def test_serving_model_through_pyfunc(spark, tmp_path):
     """The logged form: pyfunc predicts ALS where it can and the bias baseline elsewhere, in input
     order, never NaN; implicit mode fills 0.0. Saved and loaded like MLflow serves it."""

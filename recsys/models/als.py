@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, fields
 
 from recsys import fs
 from recsys.constants import (
+    ALS_BLOCKS_CONF,
     ITEM_COL,
     MAX_RATING,
     MIN_RATING,
@@ -54,7 +55,7 @@ from recsys.constants import (
 )
 from recsys.errors import RecsysError
 from recsys.models.base import Recommender, read_meta
-from recsys.params import MAX_ITER, SEED, param, validate
+from recsys.params import MAX_ITER, SEED, check_int, param, validate
 
 _ROW, _ZERO, _ALS, _BU, _BI = "_recsys_row", "_recsys_zero", "_recsys_als", "_recsys_bu", "_recsys_bi"
 
@@ -130,6 +131,9 @@ class ALSRecommender(Recommender):
                   implicitPrefs=c.implicit_prefs, nonnegative=c.nonnegative, seed=c.seed,
                   userCol=USER_COL, itemCol=ITEM_COL, ratingCol=RATING_COL, coldStartStrategy="nan")
         als.setPredictionCol(PREDICTION_COL)
+        blocks = train.sparkSession.conf.get(ALS_BLOCKS_CONF, None)
+        if blocks:  # Spark's default is 10 user and 10 item blocks, whatever the cluster
+            als.setNumBlocks(check_int(ALS_BLOCKS_CONF, blocks, low=1))
         if not c.biases:
             self.model = als.fit(train)
             return self
