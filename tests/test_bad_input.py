@@ -78,39 +78,42 @@ SPLIT_CASES = {
 }
 
 
-def _invoke_and_check_failure(args, fragment, tmp_path, monkeypatch):
-    """Run the CLI in ``tmp_path`` with its own tracking store and check the failure contract:
+@pytest.fixture(scope="module")
+def _store(tmp_path_factory):
+    """One tracking store for the module (creating a SQLite store costs ~2 s); each test gets
+    its own experiment in it, so the run it checks is the one it caused."""
+    return f"sqlite:///{tmp_path_factory.mktemp('bad-input')}/mlflow.db"
+
+
+def _invoke_and_check_failure(args, fragment, tmp_path, monkeypatch, store):
+    """Run the CLI in ``tmp_path`` with an experiment of its own and check the failure contract:
     exit 1, a last line naming the problem, the MLflow run FAILED with the error recorded."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root ./mlruns goes here
+    import mlflow
+
+    client = mlflow.MlflowClient(store)
+    experiment_id = client.create_experiment(tmp_path.name, artifact_location=str(tmp_path / "mlruns"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.output
     message = result.output.strip().splitlines()[-1]
     assert message.startswith("Error: ") and fragment in message, message
-    run = _failed_run(uri)
-    assert run.info.status == "FAILED"
-    assert fragment in run.data.tags["recsys.error"]
-
-
-def _failed_run(tracking_uri: str):
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name("Default")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
-    assert runs, "no MLflow run was recorded"
-    return runs[0]
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"])
+    assert len(runs) == 1, "expected exactly the one MLflow run of this command"
+    assert runs[0].info.status == "FAILED"
+    assert fragment in runs[0].data.tags["recsys.error"]
 
 
 @pytest.mark.parametrize("case", sorted(SPLIT_CASES))
-def test_split_bad_input(case, tmp_path, spark, monkeypatch):
+def test_split_bad_input(case, tmp_path, spark, monkeypatch, _store):
     build, argv, fragment = SPLIT_CASES[case]
     out = tmp_path / "split"
     args = ["split", "--split-dir", str(out), *argv]
     if build is not None:
         args += ["--data", build(tmp_path / "data")]
-    _invoke_and_check_failure(args, fragment, tmp_path, monkeypatch)
+    _invoke_and_check_failure(args, fragment, tmp_path, monkeypatch, _store)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("split.")]
 
@@ -143,7 +146,7 @@ PARAM_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(PARAM_CASES))
-def test_parameter_errors(case, tmp_path, spark, monkeypatch):
+def test_parameter_errors(case, tmp_path, spark, monkeypatch, _store):
     argv, fragment = PARAM_CASES[case]
     out = tmp_path / "out"
     (tmp_path / "bad_space.yaml").write_text("explicit:\n  reg_param: {dist: uniform, low: -1, high: 1}\n")
@@ -151,5 +154,5 @@ def test_parameter_errors(case, tmp_path, spark, monkeypatch):
         argv = [*argv, "--output", str(out)]
     elif argv[0] not in ("twins", "promote"):
         argv = [*argv, "--split-dir", str(out)]
-    _invoke_and_check_failure(argv, fragment, tmp_path, monkeypatch)
+    _invoke_and_check_failure(argv, fragment, tmp_path, monkeypatch, _store)
     assert not out.exists()

@@ -21,9 +21,8 @@ from types import SimpleNamespace
 import pytest
 
 EXPERIMENT = "jobs-inprocess"
-#: Every job keeps the test session's 4 shuffle partitions (the jobs' default of 16 is set on
-#: the shared session otherwise, and slows every later test).
-CONF = ("spark.sql.shuffle.partitions=4",)
+#: No extra Spark settings: a job called inside a running session keeps the session's own.
+CONF = ()
 TINY_SPACE = ("explicit:\n  rank: {dist: quniform, low: 2, high: 4, q: 1}\n"
               "  reg_param: {dist: loguniform, low: 0.05, high: 0.5}\n")
 USERS, PER_USER = 60, 24  # >= 20 ratings each: the twins job's default min_ratings keeps them all

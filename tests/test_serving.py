@@ -271,6 +271,7 @@ def _pairs():
     return pd.DataFrame({USER_COL: users, ITEM_COL: movies})
 
 
+@pytest.mark.slow
 def test_pair_scores_equal_the_spark_serving_model_and_predict(spark, tiny, logged):
     import mlflow
 

@@ -41,6 +41,7 @@ def release(spark, tmp_path_factory):
     return out, stats, ml
 
 
+@pytest.mark.slow
 def test_loads_through_the_movielens_reader_with_counts_near_targets(release):
     from pyspark.sql import functions as F
 
@@ -57,6 +58,7 @@ def test_loads_through_the_movielens_reader_with_counts_near_targets(release):
                                        "synthetic_stats.json", "tags.csv"]
 
 
+@pytest.mark.slow
 def test_ratings_are_half_stars_with_a_realistic_mean_and_skewed_popularity(release):
     from pyspark.sql import functions as F
 
@@ -77,6 +79,7 @@ def test_ratings_are_half_stars_with_a_realistic_mean_and_skewed_popularity(rele
     assert stats["ratings_per_user_max"] <= SMALL["n_movies"] and stats["ratings_per_user_min"] >= 1
 
 
+@pytest.mark.slow
 def test_timestamps_are_distinct_per_user_and_in_range(release):
     from pyspark.sql import functions as F
 
@@ -88,6 +91,7 @@ def test_timestamps_are_distinct_per_user_and_in_range(release):
     assert FIRST_TIMESTAMP <= bounds[0] and bounds[1] <= LAST_TIMESTAMP
 
 
+@pytest.mark.slow
 def test_planted_twins_are_near_duplicates(release):
     from pyspark.sql import functions as F
 
@@ -113,6 +117,7 @@ def _csv_digest(folder):
     return h.hexdigest()
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_whatever_the_partitioning_and_format(spark, tmp_path):
     one = str(tmp_path / "one")
     other = str(tmp_path / "other")

@@ -63,6 +63,7 @@ class _NoFactors:
         return self._inner.score_all(users)
 
 
+@pytest.mark.slow
 def test_recommend_factor_route_equals_slack_route(spark, synthetic_ratings):
     from recsys.models.als import ALSRecommender
 

@@ -140,6 +140,7 @@ def crafted(spark):
     return _ratings(spark, rows).cache(), sets
 
 
+@pytest.mark.slow
 def test_banded_finds_identical_first_planted_pairs_and_matches_exact(crafted):
     ratings, sets = crafted
     config = TwinsConfig(min_ratings=1, n_pairs=5, compare_exact=True)
@@ -159,6 +160,7 @@ def test_banded_finds_identical_first_planted_pairs_and_matches_exact(crafted):
     assert (result.stats["bands"], result.stats["rows"]) == (42, 3)
 
 
+@pytest.mark.slow
 def test_approx_join_ranks_by_the_joins_own_distance(crafted):
     """approx_join's candidates carry approxSimilarityJoin's Jaccard; ranking by it gives the same
     top as scoring every candidate again (the earlier route), re-scoring only 2 * n_pairs pairs."""
@@ -210,6 +212,7 @@ def test_min_ratings_leaves_out_small_users_and_counts_them(crafted):
     assert items[IDENTICAL[0]] == sorted(movies.index(m) for m in sets[IDENTICAL[0]])
 
 
+@pytest.mark.slow
 def test_oversized_buckets_are_split_and_results_stay_correct(spark):
     from pyspark.sql import functions as F
 
