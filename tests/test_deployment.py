@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from recsys.constants import ALS_BLOCKS_CONF
 from tests.e2e import ROOT, mlflow_run
 from tests.services import mlflow_server, spark_standalone
 
@@ -64,7 +65,9 @@ def test_standalone_cluster_matches_local(tmp_path, spark, bundled):
                         "--spark-conf", "spark.executor.memory=1g;spark.cores.max=2"], env, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         # als and twins side by side, one core each (the one worker has two)
-        conf = ["--spark-conf", "spark.executor.memory=900m;spark.cores.max=1"]
+        # and the ALS blocks of this process's session, for the local fit compared below
+        blocks = spark.conf.get(ALS_BLOCKS_CONF, "10")
+        conf = ["--spark-conf", f"spark.executor.memory=900m;spark.cores.max=1;{ALS_BLOCKS_CONF}={blocks}"]
         # ALS on the tiny release: its default split is made on the cluster by the job itself
         jobs = {"als": _recsys(["als", "--data", tiny, "--split-dir", str(tiny_cluster_dir),
                                 *_options(ALS_ARGS), *conf], env, cwd=tmp_path, wait=False),

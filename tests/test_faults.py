@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from recsys.constants import ALS_BLOCKS_CONF
 from tests.services import free_port
 
 
@@ -142,8 +143,11 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(spark, tmp_pat
 
     ensure_split(spark, data, str(split))  # here, so the process to kill starts on its search
     log = open(tmp_path / "killed.log", "w")  # noqa: SIM115 - closed below
+    # the ALS blocks of this session, where the reference search below runs
+    blocks = f"{ALS_BLOCKS_CONF}={spark.conf.get(ALS_BLOCKS_CONF, '10')}"
     proc = subprocess.Popen([sys.executable, "-m", "recsys", *_search_args(data, split, space),
-                             "--spark-master", "local[2]"], cwd=tmp_path, env=dict(os.environ),
+                             "--spark-master", "local[2]", "--spark-conf", blocks],
+                            cwd=tmp_path, env=dict(os.environ),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 900  # generous: CI machines can be slow
     state = None
