@@ -40,7 +40,7 @@ from recsys.constants import (
     TAG_TRIAL,
     USER_COL,
 )
-from recsys.entry_points import declared
+from recsys.entry_points import BUNDLED, declared
 from recsys.params import check_bool
 from recsys.split import split_digest
 from recsys.tracking import (
@@ -56,8 +56,6 @@ from recsys.tracking import (
     stage_run,
     temp_artifact_dir,
 )
-
-BUNDLED = "bundled"
 
 
 def data_source(data: str | None) -> str | None:
