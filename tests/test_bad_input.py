@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from recsys.cli import main as cli
+from tests.marks import fast_cases
 
 RATINGS = "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.5,101\n2,1,5.0,102\n2,3,0.5,103\n"
 MOVIES = "movieId,title,genres\n1,A (1995),Comedy\n2,B (1995),Action\n3,C (1996),Drama\n"
@@ -106,7 +107,11 @@ def _invoke_and_check_failure(args, fragment, tmp_path, monkeypatch, store):
     assert fragment in runs[0].data.tags["recsys.error"]
 
 
-@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+# the reader's own messages are tested case by case in tests/test_movielens.py; here, one case
+# per stage that can fail (path, zip, header, values, keys, parameters)
+@pytest.mark.parametrize("case", fast_cases(sorted(SPLIT_CASES), {
+    "missing_path", "truncated_zip", "wrong_header", "non_numeric", "duplicate_pair", "fractions_sum",
+    "unknown_strategy", "negative_min_user_ratings"}))
 def test_split_bad_input(case, tmp_path, spark, monkeypatch, _store):
     build, argv, fragment = SPLIT_CASES[case]
     out = tmp_path / "split"

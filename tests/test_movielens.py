@@ -9,12 +9,14 @@ import pytest
 
 from recsys.data.movielens import load_movielens, spark_schema
 from recsys.errors import DataValidationError
+from tests.marks import fast_cases
 
 MOVIES = ("movieId,title,genres\n1,Toy Story (1995),Comedy\n2,Heat (1995),Action\n"
           "3,\"Rock, The (1996)\",Action\n")
 RATINGS = "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.5,101\n2,1,5.0,102\n2,3,0.5,103\n"
 
 
+@pytest.mark.slow
 def test_bundled_counts(bundled):
     assert bundled.ratings.count() == 100_836
     assert bundled.ratings.select("userId").distinct().count() == 610
@@ -28,6 +30,7 @@ def test_bundled_counts(bundled):
     assert bundled.checksum.startswith("sha256:")
 
 
+@pytest.mark.slow
 def test_bundled_values(bundled):
     from pyspark.sql import functions as F
 
@@ -40,6 +43,7 @@ def test_bundled_values(bundled):
     assert bundled.links.where("tmdbId IS NULL").count() == 8
 
 
+@pytest.mark.slow
 def test_reload_uses_cache(spark, bundled):
     again = load_movielens(spark, None, progress=lambda m: pytest.fail(f"rebuilt cache: {m}"))
     assert again.parquet_dir == bundled.parquet_dir
@@ -115,6 +119,16 @@ BAD_CASES = {
     "null_timestamp": (dict(ratings=RATINGS + "3,1,4.0,\n"),
                        ["column timestamp is empty", "line 6"]),
     "too_few_fields": (dict(ratings=RATINGS + "3,1\n"), ["wrong number of fields", "line 6"]),
+    # a row lacking only its timestamp must not become a null timestamp; one field too many
+    # must not be dropped silently; the count is the CSV parser's (quoted commas are one field)
+    "short_row": (dict(ratings=RATINGS + "3,1,4.0\n"),
+                  ["ratings.csv", "1 row(s) where wrong number of fields",
+                   "line 6: expected 4 fields, found 3: 3,1,4.0"]),
+    "long_row": (dict(ratings=RATINGS + "3,1,4.0,104,7\n"),
+                 ["ratings.csv", "line 6: expected 4 fields, found 5: 3,1,4.0,104,7"]),
+    "long_movie_row": (dict(movies=MOVIES + '4,"Heat, The (1995)",Action,extra\n'),
+                       ["movies.csv",
+                        'line 5: expected 3 fields, found 4: 4,"Heat, The (1995)",Action,extra']),
     "duplicate_pair": (dict(ratings=RATINGS + "1,2,4.0,200\n"),
                        ["duplicate (userId, movieId)", "userId=1, movieId=2 (2 rows)"]),
     "negative_id": (dict(ratings=RATINGS + "-4,1,4.0,104\n"), ["userId must be a positive id", "line 6"]),
@@ -128,7 +142,9 @@ BAD_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CASES))
+@pytest.mark.parametrize("case", fast_cases(sorted(BAD_CASES), {
+    "missing_ratings_column", "non_numeric_user", "rating_not_half_step", "null_timestamp", "short_row",
+    "long_movie_row", "duplicate_pair"}))
 def test_bad_input_is_named(spark, tmp_path, case):
     kwargs, fragments = BAD_CASES[case]
     source = _folder(tmp_path, **kwargs)
@@ -139,6 +155,17 @@ def test_bad_input_is_named(spark, tmp_path, case):
         assert fragment in str(info.value), str(info.value)
     # nothing half-written is left in the cache
     assert not cache.exists() or os.listdir(cache) == []
+
+
+@pytest.mark.parametrize("line, n", [
+    ("1,2,3.5,4", 4), ("1,2,3.5", 3), ("1,2,3.5,4,", 5), ("", 0),
+    ('3,"Rock, The (1996)",Action', 3), ('5,"Bird, The (""Oiseau"")",Drama', 3),
+    ('6,"Say \\"Hi\\", Bob",Comedy', 3),
+])
+def test_fields_are_counted_as_the_csv_parser_does(line, n):
+    from recsys.data.movielens import csv_field_count
+
+    assert csv_field_count(line) == n
 
 
 def test_missing_path(spark, tmp_path):

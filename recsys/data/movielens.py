@@ -279,6 +279,24 @@ def _string_frame(spark, table: str, path: str, text_lines: bool = False):
     return parsed.select("_line", *[F.col(f"r.{c}").alias(c) for c in cols + ["_corrupt"]])
 
 
+def csv_field_count(line: str) -> int:
+    """Fields in one CSV line, counted as Spark's CSV reader counts them: a quoted comma
+    (``"Rock, The (1996)"``) is inside its field, ``\\`` escapes a quote."""
+    import csv
+
+    return len(next(csv.reader([line], escapechar="\\"), []))
+
+
+def _malformed_example(line_no: int, text: str | None, expected: int) -> str:
+    """``line N: expected E fields, found F: <the line>`` (or broken quoting, when the count is right)."""
+    text = text or ""
+    found = csv_field_count(text)
+    what = (f"expected {expected} fields, found {found}" if found != expected
+            else f"{expected} fields but broken quoting")
+    shown = text if len(text) <= 200 else text[:200] + "..."
+    return f"line {line_no}: {what}: {shown}"
+
+
 def _validate(spark, table: str, path: str, shown: str):
     """Validate a CSV and return it typed; raise with examples on the first problem kind."""
     from pyspark.sql import functions as F
@@ -300,9 +318,12 @@ def _validate(spark, table: str, path: str, shown: str):
         numbered = _string_frame(spark, table, path, text_lines=True)
         bad = numbered.where(pred).orderBy("_line").limit(MAX_EXAMPLES).collect()
         cols = [c for c, _, _ in TABLES[table][1]]
-        examples = "; ".join(
-            f"line {r['_line']}: " + ",".join("" if r[c] is None else str(r[c]) for c in cols)
-            for r in bad)
+        if name == "malformed":  # the line as written: its parsed columns hide what is wrong
+            examples = "; ".join(_malformed_example(r["_line"], r["_corrupt"], len(cols)) for r in bad)
+        else:
+            examples = "; ".join(
+                f"line {r['_line']}: " + ",".join("" if r[c] is None else str(r[c]) for c in cols)
+                for r in bad)
         more = f" (and {len(failed) - 1} other kind(s) of problem)" if len(failed) > 1 else ""
         raise DataValidationError(f"{shown}: {counts[name]} row(s) where {msg}; {examples}{more}")
 
