@@ -44,10 +44,14 @@ cmd=${1:-}
 case "$cmd" in
   run)
     setup
+    # `mlflow run` makes its run before recsys starts: point it at the experiment the jobs use
+    # (an explicit --experiment-name/--experiment-id or MLFLOW_EXPERIMENT_* still wins)
+    [ -n "${MLFLOW_EXPERIMENT_ID:-}" ] || export MLFLOW_EXPERIMENT_NAME="${MLFLOW_EXPERIMENT_NAME:-recsys}"
     exec mlflow run . -e main --env-manager local "$@"
     ;;
   test)
     setup
+    python -m tests.jvm_archive  # once per venv: the tests' JVM starts faster with it
     ruff check .
     filter=(-m "$FAST")
     for arg in "$@"; do

@@ -86,7 +86,8 @@ COMMANDS = {
                    "Write a synthetic MovieLens release (ratings, movies, tags, links) at any scale."),
     "baseline": ("baseline", "Popularity baseline and bias baseline, evaluated on the validation split."),
     "als": ("als", "Fit one ALS model, evaluate it on validation, log it to MLflow."),
-    "als_search": ("als-search", "Hyperopt TPE search over ALS; one nested run per trial; resumable."),
+    "als_search": ("als-search", "TPE search over ALS (hyperopt or optuna); one nested run per trial; "
+                                 "resumable."),
     "promote": ("promote", "Register a search's best model; move @champion only if it beats the baseline "
                            "and the champion on test."),
     "twins": ("twins", "Movie twins: most similar user pairs by MinHash LSH, validated with Pearson "

@@ -33,6 +33,15 @@ NDCG = "ndcg_at_k"
 MAP = "map_at_k"
 N_USERS = "n_users_evaluated"
 N_USERS_NO_RELEVANT = "n_users_no_relevant"
+#: Metrics that depend only on the held-out part, K and the relevance threshold, never on the
+#: model: the same for every trial of a search, so a search logs them once, on its parent run.
+SPLIT_ONLY_METRICS = (N_USERS, N_USERS_NO_RELEVANT)
+
+#: MLflow experiment of every run a job starts, unless the user chose one (MLFLOW_EXPERIMENT_NAME
+#: or MLFLOW_EXPERIMENT_ID; `mlflow run --experiment-name`, whose run is already made).
+DEFAULT_EXPERIMENT = "recsys"
+#: MLflow's run-name tag: the name the UI lists.
+RUN_NAME_TAG = "mlflow.runName"
 
 # Output columns of the top-K lists (recsys.evaluation.recommend, recsys.topk, recsys.batch) and
 # of the models' ``score_all`` / ``ranking``.
@@ -51,6 +60,10 @@ TAG_SEARCH_KEY = "recsys.search_key"
 TAG_TRIAL = "recsys.trial"
 TAG_BEST_RUN = "recsys.best_run_id"
 TAG_FIRST_PARENT_RUN = "recsys.first_parent_run_id"
+#: A search trial re-logged from the search state into another tracking store: its first run id.
+TAG_RESTORED_FROM = "recsys.restored_from_run_id"
+#: A restored best trial whose model was refitted to be logged: refit and recorded objective.
+TAG_MODEL_REFIT = "recsys.model_refit"
 #: Run tag of a search's best trial: the URI of its served top-K pyfunc (``models:/m-...``).
 TAG_RECOMMENDER_URI = "recsys.recommender_uri"
 TAG_RECOMMENDATIONS_REUSED = "recsys.recommendations_reused"

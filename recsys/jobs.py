@@ -31,6 +31,7 @@ from recsys.constants import (
     TAG_BEST_RUN,
     TAG_DECISION,
     TAG_FEEDBACK,
+    TAG_MODEL_REFIT,
     TAG_OBJECTIVE,
     TAG_RECOMMENDATIONS_REUSED,
     TAG_RECOMMENDER_URI,
@@ -45,16 +46,21 @@ from recsys.params import check_bool
 from recsys.split import split_digest
 from recsys.tracking import (
     adopt_trials,
+    find_trial_run,
     finite_metrics,
     kill_stale_runs,
     log_als_model,
     log_json,
     log_new_params,
     log_recommender_model,
+    log_spark_input,
+    name_run,
+    restore_trial_run,
     say,
     spark_session,
     stage_run,
     temp_artifact_dir,
+    trial_metrics,
 )
 
 
@@ -82,6 +88,8 @@ def split(data, split_dir, strategy, fractions, seed, min_user_ratings, overwrit
             fractions = parse_fractions(fractions)
         config = SplitConfig(strategy=strategy, fractions=tuple(fractions), seed=seed,
                              min_user_ratings=min_user_ratings)
+        name_run(f"split {config.strategy} {'/'.join(f'{f:g}' for f in config.fractions)} seed {config.seed}"
+                 + (f" min_user_ratings={config.min_user_ratings}" if config.min_user_ratings else ""))
         overwrite = check_bool("overwrite", overwrite)
         log_new_params({**config.as_params(), "data": data or BUNDLED, "split_dir": split_dir})
         spark = spark_session(spark_master, spark_conf)
@@ -105,7 +113,6 @@ def create_split(spark, data, split_dir, config, overwrite=False):
 def log_split(spark, manifest: dict, split_dir: str, reused: bool) -> None:
     """Log a split's counts, manifest and partitions (as dataset inputs) to the active run."""
     import mlflow
-    import mlflow.data
 
     from recsys.split import load_split
 
@@ -117,10 +124,9 @@ def log_split(spark, manifest: dict, split_dir: str, reused: bool) -> None:
     for part in SPLIT_PARTS:
         with warnings.catch_warnings():  # mlflow's int-column hint is about model inputs
             warnings.simplefilter("ignore")
-            dataset = mlflow.data.from_spark(
-                loaded.part(part), path=fs.to_uri(fs.join(split_dir, part)), name=part,
-                digest=manifest["digests"][part].split("-", 1)[1][:16])
-            mlflow.log_input(dataset, context=part)
+            log_spark_input(loaded.part(part), path=fs.to_uri(fs.join(split_dir, part)), name=part,
+                            digest=manifest["digests"][part].split("-", 1)[1][:16],
+                            rows=int(manifest["counts"][part]["rows"]))
 
 
 def ensure_split(spark, data, split_dir):
@@ -168,6 +174,8 @@ def synthesize(output, n_users, n_movies, n_ratings, seed, rank, noise, n_twins,
     with stage_run("synthesize"):
         config = SyntheticConfig(n_users=n_users, n_movies=n_movies, n_ratings=n_ratings, seed=seed,
                                  rank=rank, noise=noise, n_twins=n_twins, format=format)
+        name_run(f"synthesize {config.n_ratings} ratings {config.n_users} users {config.n_movies} movies "
+                 f"seed {config.seed}")
         log_new_params({**config.as_params(), "output": output})
         spark = spark_session(spark_master, spark_conf)
         stats = generate(spark, config, output, overwrite=check_bool("overwrite", overwrite), progress=say)
@@ -231,6 +239,8 @@ def als(data, split_dir, rank, reg_param, max_iter, alpha, implicit_prefs, nonne
                            implicit_prefs=implicit_prefs, nonnegative=nonnegative, biases=biases,
                            seed=seed)
         k, relevance_threshold = check_eval_params(k, relevance_threshold)
+        name_run(f"als {config.feedback} rank={config.rank} reg_param={config.reg_param:g}"
+                 + (f" alpha={config.alpha:g}" if config.implicit_prefs else ""))
         log_new_params({**config.as_params(), "k": k, "relevance_threshold": relevance_threshold,
                         "data": data or BUNDLED, "split_dir": split_dir})
         mlflow.set_tag(TAG_FEEDBACK, config.feedback)
@@ -267,24 +277,29 @@ def _judge_baselines(train, validation, test, fallback, k, relevance_threshold):
 
 @declared("als_search")
 def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, relevance_threshold, seed,
-               on_error, space, spark_master, spark_conf):
-    """`als_search` entry point: Hyperopt TPE over ALS hyper-parameters (see recsys.search).
+               on_error, backend, space, spark_master, spark_conf):
+    """`als_search` entry point: TPE (``backend`` hyperopt or optuna) over ALS hyper-parameters
+    (see recsys.search).
 
     One parent run; one nested child run per trial (named by its searched values) with the
-    trial's params, ``val_*`` metrics, ``fit_seconds``/``eval_seconds`` and its ``model``. The
+    trial's params, ``val_*`` metrics (without ``SPLIT_ONLY_METRICS``, the counts every trial
+    shares: the parent has them), ``fit_seconds``/``eval_seconds`` and its ``model``. The
     split is read, cached and its bias fallback fitted once; each trial unpersists what it
-    cached. Rerun with the same parameters to resume an interrupted search.
+    cached. Rerun with the same parameters to resume an interrupted search, in this tracking
+    store or another: trials whose runs this store lacks are re-logged from the search state
+    (:func:`recsys.tracking.restore_trial_run`), and a restored best trial is refitted once to
+    log its model (tag ``recsys.model_refit``).
 
     Parent logs: params (the ``SearchConfig``, ``space``, ``data``, ``split_dir``,
     ``search_key``, ``best_<param>``); tags ``recsys.feedback``, ``recsys.objective``,
     ``recsys.best_run_id``, ``recsys.split_digest``; metrics ``val_*`` and ``test_*`` of the best
-    trial (test also on the best child run), ``baseline_val_*``/``baseline_test_*`` (popularity
-    by count; ``rmse`` is the bias baseline's), ``trials_ok``, ``trials_failed``,
-    ``search_seconds``, ``log_recommender_seconds``; artifacts ``trials.csv``, ``best.json``,
-    ``search_space.yaml``, ``plots/search_landscape.png``, ``plots/objective_per_trial.png``. The
-    best trial's run also gets ``recommender``, the served top-K model of
-    :func:`log_recommender_model`, its URI in the tag ``recsys.recommender_uri`` (what ``promote``
-    registers). Returns a summary dict.
+    trial (test, but the shared counts, also on the best child run),
+    ``baseline_val_*``/``baseline_test_*`` (popularity by count; ``rmse`` is the bias baseline's),
+    ``trials_ok``, ``trials_failed``, ``search_seconds``, ``log_recommender_seconds``; artifacts
+    ``trials.csv``, ``best.json``, ``search_space.yaml``, ``plots/search_landscape.png``,
+    ``plots/objective_per_trial.png``. The best trial's run also gets ``recommender``, the served
+    top-K model of :func:`log_recommender_model`, its URI in the tag ``recsys.recommender_uri``
+    (what ``promote`` registers). Returns a summary dict.
     """
     import mlflow
 
@@ -309,8 +324,10 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
         started = time.time()
         config = SearchConfig(feedback=feedback, objective=objective, max_evals=max_evals,
                               max_iter=max_iter, k=k, relevance_threshold=relevance_threshold,
-                              seed=seed, on_error=on_error)
+                              seed=seed, on_error=on_error, backend=backend)
         objective_spec = config.objective_spec
+        name_run(f"als_search {config.feedback} {config.metric} {config.max_evals} trials"
+                 + (f" {config.backend}" if config.backend != "hyperopt" else ""))
         search_space = load_space(space, config.feedback)
         spark = spark_session(spark_master, spark_conf)
         loaded, train, validation, fallback = _cached_split(spark, data, split_dir)
@@ -344,12 +361,27 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
                     recommender, metrics, seconds = fit_and_judge(
                         als_config, train, validation, fallback, k=config.k,
                         relevance_threshold=config.relevance_threshold)
-                    mlflow.log_metrics({**finite_metrics(metrics, "val_"), **seconds})
+                    mlflow.log_metrics({**finite_metrics(trial_metrics(metrics), "val_"), **seconds})
                     log_als_model(recommender, fallback, validate=False)
                 return {"metrics": metrics, "run_id": child.info.run_id}
 
+        def restore_trial(index, rec):  # a finished trial of the state, in this store
+            found = find_trial_run(client, rec, parent.info.experiment_id)
+            if found or not rec.get("run_id"):  # no id: a failed trial, never adopted either
+                return found or rec.get("run_id")
+            restored = restore_trial_run(
+                client, parent.info.experiment_id, parent_id, rec,
+                run_name=trial_name(ALSConfig(**rec["params"]), search_space),
+                tags={TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric, TAG_SEARCH_KEY: key,
+                      TAG_SPLIT: digest, TAG_TRIAL: str(index)},
+                params={**rec["params"], "k": config.k, "relevance_threshold": config.relevance_threshold})
+            say(f"[als_search] trial {index}: run {rec['run_id']} is not in this tracking store; "
+                f"re-logged from the search state as {restored}")
+            return restored
+
         records = run_search(spark, config, search_space, evaluate_trial,
-                             state_file=state_path(split_dir, key), key=key, progress=say)
+                             state_file=state_path(split_dir, key), key=key, progress=say,
+                             restore_trial=restore_trial)
         adopt_trials(client, records, parent_id)
         table = trials_table(records)
         best = best_trial(records, objective_spec)
@@ -378,6 +410,15 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
         mlflow.log_metrics(finite_metrics(best["metrics"], "val_"))
         # test numbers, once, for the one model that is a candidate for promotion
         best_config = ALSConfig(**best["params"])
+        if not client.list_artifacts(best["run_id"], ALS_MODEL_ARTIFACT):  # restored from the state
+            with mlflow.start_run(run_id=best["run_id"], nested=True), released_caches(spark):
+                recommender, refit, _ = fit_and_judge(best_config, train, validation, fallback, k=config.k,
+                                                      relevance_threshold=config.relevance_threshold)
+                log_als_model(recommender, fallback, validate=False)
+                note = (f"{config.metric} {refit.get(config.metric, float('nan')):.6g} "
+                        f"(recorded {best['metrics'][config.metric]:.6g})")
+                mlflow.set_tag(TAG_MODEL_REFIT, note)
+            say(f"[als_search] best trial {best['run_id']} was restored without its model: refitted, {note}")
         with temp_artifact_dir() as tmp:
             spark_model_dir = mlflow.artifacts.download_artifacts(
                 run_id=best["run_id"], artifact_path=ALS_MODEL_ARTIFACT, dst_path=tmp)
@@ -386,7 +427,7 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
             test_metrics = evaluate(recommender, train, loaded.test, k=config.k,
                                     relevance_threshold=config.relevance_threshold, fallback=fallback)
             mlflow.log_metrics(finite_metrics(test_metrics, "test_"))
-            for name, value in finite_metrics(test_metrics, "test_").items():
+            for name, value in finite_metrics(trial_metrics(test_metrics), "test_").items():
                 client.log_metric(best["run_id"], name, value)
             # the candidate's served form, on its own run: top-K lists from its factors
             started_log = time.time()
@@ -436,6 +477,7 @@ def promote(run_id, model_name, force):
             registry.check_model_name(model_name)
         candidate = registry.find_candidate(client, run.info.experiment_id, run_id or "")
         given, model_name = model_name, model_name or registry.default_model_name(candidate.objective.metric)
+        name_run(f"promote {model_name} from run {candidate.source_run_id[:8]}")
         # model_name as given (under `mlflow run` MLflow has logged it already, "" included);
         # registered_model_name is the one used
         log_new_params({"run_id": run_id or "", "source_run_id": candidate.source_run_id,
@@ -482,8 +524,10 @@ def baseline(data, split_dir, kind, damping, k, relevance_threshold, evaluate_te
     from recsys.models.bias import BiasBaseline
     from recsys.models.popularity import PopularityConfig, PopularityRecommender
 
-    with stage_run("baseline", run_name=f"baseline-{kind}"):
+    with stage_run("baseline"):
         config = PopularityConfig(kind=kind, damping=damping)
+        name_run(f"baseline popularity {config.kind}"
+                 + (f" damping={config.damping:g}" if config.kind == "damped_mean" else ""))
         k, relevance_threshold = check_eval_params(k, relevance_threshold)
         evaluate_test = check_bool("evaluate_test", evaluate_test)
         bias = BiasBaseline()
@@ -553,11 +597,12 @@ def twins(data, min_ratings, n_pairs, n_hashes, method, target_similarity, bucke
     from recsys.data.movielens import load_movielens
     from recsys.twins import TwinsConfig, find_twins, validate_twins
 
-    with stage_run("twins", run_name=f"twins-{method}"):
+    with stage_run("twins"):
         config = TwinsConfig(min_ratings=min_ratings, n_pairs=n_pairs, n_hashes=n_hashes, method=method,
                              target_similarity=target_similarity, bucket_cap=bucket_cap,
                              n_random=n_random, min_common=min_common, compare_exact=compare_exact,
                              seed=seed)
+        name_run(f"twins minhash {config.method} {config.n_pairs} pairs")
         log_new_params({**config.as_params(), "data": data or BUNDLED})
         start = time.time()
         spark = spark_session(spark_master, spark_conf)
@@ -728,6 +773,7 @@ def recommend(model_uri, users, output, k, split_dir, data, spark_master, spark_
     # the model files stay until the job ends: Spark reads the factor tables lazily
     with stage_run("recommend"), tempfile.TemporaryDirectory(prefix="recsys-model-") as tmp:
         k, _ = check_eval_params(k, DEFAULT_RELEVANCE_THRESHOLD)
+        name_run(f"recommend {model_uri} k={k}")
         users = (users or "").strip()
         client = mlflow.MlflowClient()
         download_uri, info = resolve_recommender(client, model_uri)

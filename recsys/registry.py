@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from recsys.constants import (
     ALS_MODEL_ARTIFACT,
     HISTORY_TAG_PREFIX,
+    SPLIT_ONLY_METRICS,
     TAG_BEST_RUN,
     TAG_DECISION,
     TAG_DECISION_REASON,
@@ -126,8 +127,10 @@ def latest_search_run(client, experiment_id: str):
         filter_string=f"tags.`{TAG_STAGE}` = 'als_search' and attributes.status = 'FINISHED'",
         order_by=["attributes.end_time DESC"], max_results=1)
     if not runs:
-        raise RecsysError(f"no finished als_search run in experiment {experiment_id}: run "
-                          "`mlflow run . -e als_search` first, or pass run_id")
+        name = client.get_experiment(experiment_id).name
+        raise RecsysError(f"no finished als_search run in experiment {name!r} (id {experiment_id}): run "
+                          "`mlflow run . -e als_search` first, promote in the search's experiment "
+                          "(MLFLOW_EXPERIMENT_NAME, `mlflow run --experiment-name`), or pass run_id")
     return runs[0]
 
 
@@ -153,6 +156,9 @@ def find_candidate(client, experiment_id: str, run_id: str = "") -> Candidate:
                           "run (or its best trial)")
     objective = Objective(name, OBJECTIVES[name])
     metrics = model_run.data.metrics
+    if model_run is not source:  # a trial: the counts every trial shares are on its search run
+        shared = {f"{part}_{key}" for part in ("val", "test") for key in SPLIT_ONLY_METRICS}
+        metrics = {**{k: v for k, v in source.data.metrics.items() if k in shared}, **metrics}
     test = {k[5:]: v for k, v in metrics.items() if k.startswith("test_")}
     if objective.metric not in test or not math.isfinite(test[objective.metric]):
         raise RecsysError(f"run {model_run.info.run_id} has no test_{objective.metric} metric: only the "

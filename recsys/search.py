@@ -1,4 +1,4 @@
-"""Hyperopt TPE search over ALS hyper-parameters: space as data, one objective, resumable.
+"""TPE search over ALS hyper-parameters (Hyperopt, or Optuna): space as data, one objective, resumable.
 
 - **Space**: ``experiments/search_space.yaml`` holds one section per feedback mode
   (``explicit``, ``implicit``); each dimension names an ``ALSConfig`` field and a distribution
@@ -17,6 +17,34 @@
   depends only on the seed, its index and the trials before it: an interrupted and resumed
   search proposes exactly what an uninterrupted one would. Raising ``max_evals`` extends a
   finished search; a search with ``max_evals=n`` is always judged on its first ``n`` trials.
+- **Resumable on any tracking store**: the state outlives the store its runs were logged to
+  (another ``MLFLOW_TRACKING_URI``, a deleted ``mlflow.db``, another experiment). ``run_search``
+  hands every finished trial of the state to ``restore_trial(index, record)`` before the first
+  new one; the job answers with the trial's run id in the current store: the recorded one when
+  it is there, else a new child run re-logged from the state (params, ``val_*`` metrics,
+  ``trial_seconds``, status, tag ``recsys.restored_from_run_id``). No trial is refitted to be
+  restored, and none is lost or repeated. The state keeps every id a trial has had
+  (``run_id`` = the latest, ``other_run_ids`` = earlier ones), so switching back to an earlier
+  store finds the trial's run there instead of re-logging it again. A restored run has no Spark
+  model: if the best trial is one, the job refits that one configuration (same ALS seed, same
+  split) and logs its model into the restored run (tag ``recsys.model_refit``) before judging it
+  on test. Within one store nothing changes: every recorded run is found and the state is not
+  rewritten.
+- **Two backends**, one space file, one state format, one resume rule: ``hyperopt`` (default;
+  ``hyperopt.tpe.suggest``) and ``optuna`` (``optuna.samplers.TPESampler`` with
+  ``n_startup_trials=TPE_STARTUP_TRIALS``). Optuna's proposal for trial ``i`` comes from a study
+  rebuilt from the state's records (``create_trial`` + ``add_trial``, failed trials as FAIL) and
+  a sampler seeded from ``numpy.random.default_rng([seed, i])``, so it too depends only on the
+  seed, the index and the trials before it. The distributions map as: ``loguniform`` ->
+  ``FloatDistribution(log=True)``, ``uniform`` -> ``FloatDistribution``, ``quniform`` ->
+  ``FloatDistribution(step=q)`` between the multiples of ``q`` nearest the bounds (Hyperopt's
+  ``round(x / q) * q`` reaches exactly those values), ``qloguniform`` with ``q = 1`` ->
+  ``IntDistribution(log=True)`` between the rounded bounds (rank: integers, log-scaled), any
+  other ``qloguniform`` -> ``FloatDistribution(log=True)`` whose draw is rounded to ``q`` as
+  Hyperopt does (the state keeps the unrounded draw, which is what TPE models). An Optuna
+  state's ``vals`` are Optuna's params; ``params`` (the ``ALSConfig``) mean the same in both.
+  The backend is part of the search key, except ``hyperopt``, whose keys are those of states
+  written before there was a choice.
 
 The library never touches MLflow: ``run_search`` calls ``evaluate_trial(index, config)``, which
 the job supplies (it opens the child run, fits, evaluates and logs) and which returns
@@ -45,6 +73,7 @@ from recsys.params import MAX_ITER, RELEVANCE_THRESHOLD, SEED, K, param, validat
 from recsys.progress import Progress, quiet
 
 FEEDBACK_MODES = ("explicit", "implicit")
+BACKENDS = ("hyperopt", "optuna")
 ON_ERROR = ("continue", "abort")
 #: The metrics a search may optimise and whether smaller is better.
 OBJECTIVES = {RMSE: "min", PRECISION: "max", NDCG: "max", MAP: "max"}
@@ -111,6 +140,9 @@ class SearchConfig:
     on_error: str = param("continue", "A failing trial: continue (recorded FAILED) or abort.",
                           choices=ON_ERROR)
     """A failing trial: ``continue`` (the trial is recorded FAILED) or ``abort`` the search."""
+    backend: str = param("hyperopt", "TPE of hyperopt (default) or optuna.", choices=BACKENDS)
+    """Who proposes the trials: ``hyperopt`` (``tpe.suggest``) or ``optuna`` (``TPESampler``);
+    both read the same space file and write the same state."""
 
     def __post_init__(self):
         validate(self)
@@ -204,6 +236,57 @@ def hyperopt_space(space: dict[str, dict]) -> dict:
     return out
 
 
+def optuna_space(space: dict[str, dict]) -> dict[str, tuple]:
+    """``{name: (optuna distribution, q to round the draw to, or None)}``; see the module doc."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    out = {}
+    for name, s in sorted(space.items()):
+        low, high, q = s["low"], s["high"], s.get("q")
+        if s["dist"] == "loguniform":
+            out[name] = (FloatDistribution(low, high, log=True), None)
+        elif s["dist"] == "uniform":
+            out[name] = (FloatDistribution(low, high), None)
+        elif s["dist"] == "quniform":
+            out[name] = (FloatDistribution(round(low / q) * q, round(high / q) * q, step=q), None)
+        elif q == 1 and round(low) >= 1:
+            out[name] = (IntDistribution(round(low), round(high), log=True), None)
+        else:
+            out[name] = (FloatDistribution(low, high, log=True), q)
+    return out
+
+
+def _optuna_propose(space: dict, records: list[dict], seed: int, index: int) -> tuple[dict, dict]:
+    """Optuna TPE's proposal for trial ``index`` after ``records``: ``(vals, sampled values)``."""
+    import numpy as np
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    dists = optuna_space(space)
+    sampler = optuna.samplers.TPESampler(
+        seed=int(np.random.default_rng([seed, index]).integers(2**32)),
+        n_startup_trials=TPE_STARTUP_TRIALS)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line per trial
+    try:
+        study = optuna.create_study(direction="minimize", sampler=sampler)
+        for rec in records:
+            params = {name: int(round(v)) if isinstance(dists[name][0], IntDistribution) else float(v)
+                      for name, v in rec["vals"].items()}
+            ok = rec["status"] == "ok"
+            study.add_trial(create_trial(
+                state=TrialState.COMPLETE if ok else TrialState.FAIL, value=rec["loss"] if ok else None,
+                params=params, distributions={name: dists[name][0] for name in params}))
+        trial = study.ask({name: dist for name, (dist, _) in dists.items()})
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    vals = {name: float(v) for name, v in trial.params.items()}
+    sampled = {name: round(v / dists[name][1]) * dists[name][1] if dists[name][1] else v
+               for name, v in vals.items()}
+    return vals, sampled
+
+
 def trial_config(sampled: dict, config: SearchConfig) -> ALSConfig:
     """The ALSConfig of a trial: sampled values (rank rounded) + the search's fixed ones."""
     values = {k: float(v) for k, v in sampled.items()}
@@ -223,8 +306,13 @@ def trial_name(als: ALSConfig, space: dict) -> str:
 
 
 def search_key(config: SearchConfig, space: dict, split_digests: dict) -> str:
-    """What identifies a search for resuming: everything but ``max_evals`` and ``on_error``."""
+    """What identifies a search for resuming: everything but ``max_evals`` and ``on_error``.
+
+    ``backend`` counts only when it is not ``hyperopt``: the default's key stays what it was
+    before there was a choice, so existing states still resume."""
     ident = {k: v for k, v in config.as_params().items() if k not in ("max_evals", "on_error")}
+    if ident.get("backend") == BACKENDS[0]:
+        del ident["backend"]
     ident["objective"] = config.metric
     ident.update(space=space, split=split_digests, format=STATE_FORMAT)
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -278,27 +366,38 @@ def _finite_metrics(metrics: dict) -> dict:
 
 
 def run_search(spark, config: SearchConfig, space: dict, evaluate_trial, *, state_file: str, key: str,
-               progress: Progress = quiet) -> list[dict]:
+               progress: Progress = quiet, restore_trial=None) -> list[dict]:
     """Run (or resume) the search; returns the first ``max_evals`` trial records, in order.
 
     ``evaluate_trial(index, als_config)`` fits and evaluates one trial and returns
     ``{"metrics": {...}, "run_id": str}``; an exception fails the trial (recorded with
     ``status="failed"`` and its error) or, with ``on_error="abort"``, stops the search
     unrecorded, so a rerun retries it. Records: ``tid, vals, params, status, loss, metrics,
-    run_id, error, seconds``.
+    run_id, error, seconds`` (and ``other_run_ids`` once a trial has been restored).
+
+    ``restore_trial(index, record)``, when given, is called for every finished trial found in
+    the state, before any new trial: it returns the trial's run id in the current tracking
+    store (see the module doc). A changed id is written to the state at once, the earlier one
+    kept in ``other_run_ids``.
     """
-    import numpy as np
-    from hyperopt import STATUS_FAIL, STATUS_OK, fmin, tpe
+    from hyperopt import STATUS_FAIL, STATUS_OK  # also the optuna path's trial results
 
     objective = config.objective_spec
     records = _read_state(spark, state_file, key)
     if records:
         progress(f"[search] resuming: {len(records)} finished trial(s) found in {state_file}")
-    trials = _rebuild_trials(records)
+    if restore_trial is not None:
+        for index, rec in enumerate(records[: config.max_evals]):
+            run_id = restore_trial(index, rec)
+            if run_id != rec.get("run_id"):
+                known = [rec.get("run_id"), *rec.get("other_run_ids", [])]
+                rec["other_run_ids"] = [r for r in dict.fromkeys(known) if r and r != run_id]
+                rec["run_id"] = run_id
+                _write_state(spark, state_file, key, records)
     last: dict = {}
 
     def fn(sampled):
-        index = len(trials.trials) - 1
+        index = len(records)
         als = trial_config(sampled, config)
         start = time.time()
         last.clear()
@@ -316,6 +415,31 @@ def run_search(spark, config: SearchConfig, space: dict, evaluate_trial, *, stat
         last["seconds"] = time.time() - start
         return {"status": STATUS_OK, "loss": loss}
 
+    def record(tid, vals, ok, loss):
+        index = len(records)
+        records.append({"tid": tid, "vals": vals, "params": last.get("params"),
+                        "status": "ok" if ok else "failed", "loss": loss if ok else None,
+                        "metrics": last.get("metrics", {}), "run_id": last.get("run_id"),
+                        "error": last.get("error"), "seconds": round(float(last.get("seconds", 0.0)), 3)})
+        _write_state(spark, state_file, key, records)
+        rec = records[-1]
+        value = rec["metrics"].get(objective.metric, float("nan"))
+        shown = f"{objective.metric}={value:.4f}" if ok else "FAILED"
+        progress(f"[search] trial {index + 1}/{config.max_evals}: {rec['params']} -> {shown} "
+                 f"({rec['seconds']:.1f}s)")
+
+    if config.backend == "optuna":
+        while len(records) < config.max_evals:
+            index = len(records)
+            vals, sampled = _optuna_propose(space, records, config.seed, index)
+            result = fn(sampled)
+            record(index, vals, result["status"] == STATUS_OK, result.get("loss"))
+        return records[: config.max_evals]
+
+    import numpy as np
+    from hyperopt import fmin, tpe
+
+    trials = _rebuild_trials(records)
     domain_space = hyperopt_space(space)
     algo = functools.partial(tpe.suggest, n_startup_jobs=TPE_STARTUP_TRIALS)
     while len(records) < config.max_evals:
@@ -326,17 +450,7 @@ def run_search(spark, config: SearchConfig, space: dict, evaluate_trial, *, stat
         doc = trials.trials[-1]
         vals = {k: float(v[0]) for k, v in doc["misc"]["vals"].items() if v}
         ok = doc["result"]["status"] == STATUS_OK
-        records.append({"tid": int(doc["tid"]), "vals": vals, "params": last.get("params"),
-                        "status": "ok" if ok else "failed",
-                        "loss": float(doc["result"]["loss"]) if ok else None,
-                        "metrics": last.get("metrics", {}), "run_id": last.get("run_id"),
-                        "error": last.get("error"), "seconds": round(float(last.get("seconds", 0.0)), 3)})
-        _write_state(spark, state_file, key, records)
-        rec = records[-1]
-        value = rec["metrics"].get(objective.metric, float("nan"))
-        shown = f"{objective.metric}={value:.4f}" if ok else "FAILED"
-        progress(f"[search] trial {index + 1}/{config.max_evals}: {rec['params']} -> {shown} "
-                 f"({rec['seconds']:.1f}s)")
+        record(int(doc["tid"]), vals, ok, float(doc["result"]["loss"]) if ok else None)
     return records[: config.max_evals]
 
 

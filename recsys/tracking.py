@@ -3,10 +3,13 @@
 - :func:`stage_run` opens (or, under ``mlflow run``, resumes) a stage's run, nested inside an
   active one, and records any error (tag ``recsys.error``, artifact ``error.txt``) redacted by
   :func:`redact_secrets`; :func:`check_tracking_server` fails fast when the server is down.
+  Runs go to the experiment ``recsys`` unless the user chose another
+  (:func:`default_experiment_id`) and are named by what they are (:func:`name_run`).
 - :func:`log_new_params`, :func:`finite_metrics`, :func:`log_json`, :func:`temp_artifact_dir`:
   what a job logs and how.
 - :func:`log_als_model` and :func:`log_recommender_model`: the two logged model forms.
-- :func:`kill_stale_runs` and :func:`adopt_trials`: a resumed search's runs.
+- :func:`kill_stale_runs`, :func:`find_trial_run`, :func:`restore_trial_run` and
+  :func:`adopt_trials`: a resumed search's runs, in this tracking store or another.
 - :func:`spark_session`: the job's Spark session (warning about secrets passed as params).
 - :func:`say`: the jobs' ``progress`` callable (library functions take ``progress``, default
   :func:`recsys.progress.quiet`; jobs pass this).
@@ -17,6 +20,7 @@ With ``registry.py`` this is where MLflow is imported; library modules never imp
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -28,12 +32,16 @@ import warnings
 from recsys import __version__
 from recsys.constants import (
     ALS_MODEL_ARTIFACT,
+    DEFAULT_EXPERIMENT,
     ERROR_ARTIFACT,
     FACTORS_ARTIFACT,
     RECOMMENDER_ARTIFACT,
+    RUN_NAME_TAG,
     SPARK_MODEL_ARTIFACT,
+    SPLIT_ONLY_METRICS,
     TAG_ERROR,
     TAG_FIRST_PARENT_RUN,
+    TAG_RESTORED_FROM,
     TAG_SEARCH_KEY,
     TAG_STAGE,
     TAG_VERSION,
@@ -96,25 +104,94 @@ def redact_secrets(text: str) -> str:
                             else m.group(0), text)
 
 
+# ---------------------------------------------------------------- runs: experiment and name
+
+#: MLflow's generated run names (``adjective-noun-123``), which say nothing about the run.
+_GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
+
+
+def default_experiment_id() -> str | None:
+    """The experiment a new top-level run goes to: ``None`` (MLflow's own choice) when the user
+    chose one (``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID``, or ``mlflow.set_experiment``
+    in this process), else the id of ``recsys`` (:data:`recsys.constants.DEFAULT_EXPERIMENT`),
+    created when missing. Not ``mlflow.set_experiment``: a process-wide setting would outlive a
+    change of tracking store."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import fluent
+
+    from recsys.errors import RecsysError
+
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("MLFLOW_EXPERIMENT_ID") \
+            or getattr(fluent, "_active_experiment_id", None):
+        return None
+    client = mlflow.MlflowClient()
+    for _attempt in range(2):
+        found = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+        if found is not None:
+            if found.lifecycle_stage != "active":
+                raise RecsysError(
+                    f"the MLflow experiment {DEFAULT_EXPERIMENT!r} (id {found.experiment_id}) is deleted: "
+                    f"restore it (mlflow experiments restore --experiment-id {found.experiment_id}) or "
+                    "log elsewhere with MLFLOW_EXPERIMENT_NAME=<name>")
+            return found.experiment_id
+        try:
+            return client.create_experiment(DEFAULT_EXPERIMENT)
+        except MlflowException as err:  # another job created it meanwhile: read it again
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    return client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id
+
+
+def _replaceable_name(name: str | None, stage: str) -> bool:
+    """True for a name recsys may replace: none, the bare stage name, or one MLflow generated;
+    False for one the user gave (``mlflow run --run-name``)."""
+    return not name or name == stage or bool(_GENERATED_NAME.fullmatch(name))
+
+
+def name_run(name: str) -> None:
+    """Name the active run (tag ``mlflow.runName``, what the UI lists) by what it is, e.g.
+    ``als explicit rank=10 reg_param=0.1``; jobs call it once their parameters are validated. A
+    name the user gave (``mlflow run --run-name``) is kept."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is not None and _replaceable_name(run.info.run_name, run.data.tags.get(TAG_STAGE, "")):
+        mlflow.set_tag(RUN_NAME_TAG, name)
+
+
 @contextlib.contextmanager
 
 
 def stage_run(stage: str, params: dict | None = None, run_name=None, tags: dict | None = None):
     """Start (or, under ``mlflow run``, resume) a run; record any error before re-raising.
 
-    Inside another run (the ``main`` pipeline, a search) the new run is nested under it. The
+    Inside another run (the ``main`` pipeline, a search) the new run is nested under it, in its
+    experiment. A new top-level run goes to :func:`default_experiment_id`'s experiment (``recsys``
+    unless the user chose one); a resumed one stays where ``mlflow run`` put it
+    (``--experiment-name`` / ``--experiment-id``, else MLflow's ``Default``). The run is named
+    ``run_name`` (default: the stage), also when resumed, unless ``mlflow run --run-name`` named it;
+    :func:`name_run` refines the name. The
     stage tag and ``tags`` are given to ``start_run``, so a run never exists without them: a
     process killed right after creating it leaves a run that can still be found by its tags.
     """
     import mlflow
 
-    nested = mlflow.active_run() is not None
+    active = mlflow.active_run()
+    nested = active is not None
     if not nested:
         check_tracking_server()
     resumed = not nested and bool(os.environ.get("MLFLOW_RUN_ID"))
     all_tags = {TAG_STAGE: stage, TAG_VERSION: __version__, **(tags or {})}
-    with mlflow.start_run(run_name=None if resumed else (run_name or stage),
-                          nested=nested, tags=all_tags) as run:
+    name = run_name or stage
+    if resumed:  # `mlflow run` made the run, in the experiment it was given: it stays there
+        experiment_id = None
+        current = mlflow.MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.run_name
+        if not _replaceable_name(current, stage):
+            name = None  # the user's `mlflow run --run-name`
+    else:  # a nested run lives in its parent's experiment, whatever the environment says
+        experiment_id = active.info.experiment_id if nested else default_experiment_id()
+    with mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested, tags=all_tags) as run:
         if params:
             mlflow.log_params(params)
         try:
@@ -125,6 +202,35 @@ def stage_run(stage: str, params: dict | None = None, run_name=None, tags: dict 
                 mlflow.set_tag(TAG_ERROR, message[:4900])
                 mlflow.log_text(message + "\n\n" + redact_secrets(traceback.format_exc()), ERROR_ARTIFACT)
             raise
+
+
+@functools.cache
+def _counted_spark_dataset():
+    from mlflow.data.spark_dataset import SparkDataset
+
+    class CountedSparkDataset(SparkDataset):
+        """A SparkDataset whose profile is a row count known in advance: MLflow's own profile
+        runs an approximate count (a Python-worker job over the data, up to 5 s)."""
+
+        def __init__(self, *args, rows: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._rows = rows
+
+        @property
+        def profile(self):
+            return {"approx_count": self._rows}
+
+    return CountedSparkDataset
+
+
+def log_spark_input(df, *, path: str, name: str, digest: str, rows: int, context: str | None = None) -> None:
+    """Log ``df`` (stored at ``path``, ``rows`` rows) as a dataset input of the active run."""
+    import mlflow
+    from mlflow.data.spark_dataset_source import SparkDatasetSource
+
+    dataset = _counted_spark_dataset()(df=df, source=SparkDatasetSource(path=path), name=name,
+                                       digest=digest, rows=rows)
+    mlflow.log_input(dataset, context=context or name)
 
 
 def log_json(obj, artifact_file: str) -> None:
@@ -169,6 +275,13 @@ def finite_metrics(metrics: dict, prefix: str = "") -> dict:
 
     return {f"{prefix}{k}": float(v) for k, v in metrics.items()
             if v is not None and math.isfinite(float(v))}
+
+
+def trial_metrics(metrics: dict) -> dict:
+    """What a search trial's run logs of its evaluation: ``metrics`` without
+    :data:`~recsys.constants.SPLIT_ONLY_METRICS` (the same for every trial; the search's parent
+    run has them), so the UI's compare page lists quality metrics, not counts."""
+    return {k: v for k, v in metrics.items() if k not in SPLIT_ONLY_METRICS}
 
 
 def log_als_model(recommender, fallback, input_example: bool = True, validate: bool = True) -> None:
@@ -276,13 +389,67 @@ def kill_stale_runs(client, experiment_id, key, parent_id):
             client.set_terminated(run.info.run_id, "KILLED")
 
 
+def _run_or_none(client, run_id):
+    """The run, or None when this store has no run ``run_id`` (another store's id)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def find_trial_run(client, record, experiment_id) -> str | None:
+    """The first of a search-state record's run ids (``run_id``, then ``other_run_ids``) that is
+    a live run of ``experiment_id`` in this tracking store; None when there is none (the state
+    was written against another store or experiment, or the run was deleted)."""
+    for run_id in [record.get("run_id"), *record.get("other_run_ids", [])]:
+        run = _run_or_none(client, run_id) if run_id else None
+        if run and run.info.lifecycle_stage == "active" and run.info.experiment_id == experiment_id:
+            return run_id
+    return None
+
+
+def restore_trial_run(client, experiment_id, parent_id, record, *, run_name, tags, params) -> str:
+    """Re-log a finished trial from the search state as a child run of ``parent_id``; its id.
+
+    The run gets ``tags`` plus the stage tag and ``recsys.restored_from_run_id`` (the trial's
+    first run id), ``params``, the state's metrics as ``val_*`` (as a trial logs them:
+    :func:`trial_metrics`) and ``trial_seconds``; it ends
+    FINISHED, or FAILED with the recorded error in ``recsys.error``. Nothing is refitted: it has
+    no model artifact.
+    """
+    import time
+
+    from mlflow.entities import Metric, Param
+
+    first = ([*record.get("other_run_ids", [])] or [record.get("run_id")])[-1] or ""
+    all_tags = {"mlflow.parentRunId": parent_id, TAG_STAGE: "als_trial", TAG_VERSION: __version__,
+                **tags, TAG_RESTORED_FROM: first}
+    if record.get("status") != "ok":
+        all_tags[TAG_ERROR] = redact_secrets(str(record.get("error") or "failed"))[:4900]
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    now = int(time.time() * 1000)
+    values = {**finite_metrics(trial_metrics(record.get("metrics") or {}), "val_"),
+              "trial_seconds": float(record.get("seconds") or 0.0)}
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()],
+                     params=[Param(k, str(v)) for k, v in params.items()])
+    client.set_terminated(run.info.run_id, "FINISHED" if record.get("status") == "ok" else "FAILED")
+    return run.info.run_id
+
+
 def adopt_trials(client, records, parent_id):
     """Trials finished under an earlier (interrupted) parent run move under this one, so the
-    finished search shows all its trials; the old parent is kept in ``recsys.first_parent_run_id``."""
+    finished search shows all its trials; the old parent is kept in ``recsys.first_parent_run_id``.
+    A record whose run this store does not have is left alone (see :func:`restore_trial_run`)."""
     for rec in records:
         if not rec.get("run_id"):
             continue
-        run = client.get_run(rec["run_id"])
+        run = _run_or_none(client, rec["run_id"])
+        if run is None:
+            continue
         old = run.data.tags.get("mlflow.parentRunId")
         if old != parent_id:
             client.set_tag(rec["run_id"], TAG_FIRST_PARENT_RUN, old or "")

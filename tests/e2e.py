@@ -10,12 +10,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def mlflow_run(entry: str, tracking_uri: str, *params: str, timeout: int = 900, env: dict | None = None):
-    """Run an entry point in a subprocess; returns the CompletedProcess (text output)."""
+def mlflow_run(entry: str, tracking_uri: str, *params: str, timeout: int = 900, env: dict | None = None,
+               options: tuple = ()):
+    """Run an entry point in a subprocess; returns the CompletedProcess (text output).
+    ``options``: more `mlflow run` options, e.g. ``("--experiment-name", "x")``."""
     full_env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri,
                     PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     full_env.update(env or {})
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local"]
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local",
+           *options]
     for p in params:
         cmd += ["-P", p]
     # Run from the tracking store's folder, so MLflow's default artifact root (./mlruns, resolved

@@ -187,7 +187,9 @@ def test_recommend_job_writes_every_users_top_k_and_logs_counts(spark, tracking_
     assert {u: [m for m, _ in rows] for u, rows in got.items()} == {u: [m for m, _ in rows]
                                                                     for u, rows in expected.items()}
     assert manifest["counts"]["rows"] == 24 and manifest["counts"]["unknown_users"] == 0
-    run = mlflow.search_runs(filter_string="tags.`recsys.stage` = 'recommend'", output_format="list")[0]
+    run = mlflow.search_runs(experiment_names=["recsys"], filter_string="tags.`recsys.stage` = 'recommend'",
+                             output_format="list")[0]
+    assert run.info.run_name == f"recommend {fake['run_id']} k=3"
     assert run.data.metrics["users"] == 8 and run.data.metrics["rows"] == 24
     assert run.data.params["model_run_id"] == fake["run_id"] and run.data.params["k"] == "3"
     sample = mlflow.artifacts.load_text(run.info.artifact_uri + "/sample.csv").splitlines()
@@ -199,6 +201,7 @@ def test_recommend_job_writes_every_users_top_k_and_logs_counts(spark, tracking_
         jobs.recommend(model_uri=fake["run_id"], output=out, k=4, split_dir="")
 
 
+@pytest.mark.slow
 def test_recommend_job_users_file_gives_unknown_users_the_most_rated(spark, tracking_uri, fake_recommender,
                                                                    tmp_path):
     from recsys import jobs

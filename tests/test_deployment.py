@@ -85,7 +85,7 @@ def test_standalone_cluster_matches_local(tmp_path, spark, bundled):
     assert remote["counts"] == local["counts"]
 
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name("Default").experiment_id
+    exp = client.get_experiment_by_name("recsys").experiment_id  # the CLI's default experiment
     [als_run], [twins_run] = _finished(client, exp, "als"), _finished(client, exp, "twins")
 
     # ALS: the same split and fit in this process's local[2] session. Same split content,
@@ -171,7 +171,9 @@ def _search_and_promote_through(url, client, experiment_id, tmp_path, monkeypatc
     done = CliRunner().invoke(cli, ["promote"])
     assert done.exit_code == 0, done.output[-3000:]
 
-    # read back through the server: the parent, its nested trials, their metrics and models
+    # read back through the server: the parent, its nested trials, their metrics and models; the
+    # CLI logged to the experiment recsys (`mlflow run` above, given none, to MLflow's Default)
+    experiment_id = client.get_experiment_by_name("recsys").experiment_id
     [parent] = _finished(client, experiment_id, "als_search")
     trials = _finished(client, experiment_id, "als_trial")
     assert len(trials) == 2

@@ -12,12 +12,16 @@ pytestmark = pytest.mark.e2e
 def test_split_entry_point(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     split_dir = tmp_path / "split"
-    done = mlflow_run("split", uri, f"split_dir={split_dir}")
+    # `mlflow run --experiment-name` wins over the default experiment (recsys), and the run MLflow
+    # made is named by what it is, not by MLflow's random name
+    done = mlflow_run("split", uri, f"split_dir={split_dir}", options=("--experiment-name", "chosen"))
     assert done.returncode == 0, done.stderr[-3000:]
-    client, found = runs(uri)
+    client, found = runs(uri, "chosen")
     assert len(found) == 1
     run = found[0]
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == run.data.tags["mlflow.runName"] == "split random 0.8/0.1/0.1 seed 42"
+    assert client.get_experiment_by_name("recsys") is None
     assert run.data.params["strategy"] == "random"
     assert run.data.params["fractions"] == "0.8,0.1,0.1"
     m = run.data.metrics
@@ -39,4 +43,7 @@ def test_split_entry_point(tmp_path):
     last = found[-1]
     assert last.info.status == "FAILED"
     assert "must sum to 1" in last.data.tags["recsys.error"]
+    # given no experiment, `mlflow run` made the run in its Default, where it stays; named by its
+    # stage, as it failed before its parameters were valid
+    assert len(found) == 1 and last.info.run_name == "split"
     assert not bad_dir.exists()

@@ -92,12 +92,17 @@ def test_split_job_logs_counts_that_add_up_to_the_release(spark, split_run):
     assert m["train_users"] == USERS
     assert m["train_rows"] / (USERS * PER_USER) == pytest.approx(0.8, abs=0.05)
     assert run.data.params["strategy"] == "random" and run.data.params["fractions"] == "0.8,0.1,0.1"
+    assert run.info.run_name == "split random 0.8/0.1/0.1 seed 42"  # what it is, not MLflow's random name
     logged = json.loads(Path(split_run.client.download_artifacts(
         run.info.run_id, "manifest.json", str(split_run.store.tmp / "dl-split"))).read_text())
     on_disk = load_split(spark, split_run.split_dir).manifest
     assert logged["digests"] == on_disk["digests"] == split_run.manifest["digests"]
     assert logged["input"]["rows"] == USERS * PER_USER
     assert {i.tags[0].value for i in run.inputs.dataset_inputs} == {"train", "validation", "test"}
+    for i in run.inputs.dataset_inputs:  # the profile is the exact count, not MLflow's estimate
+        part = i.tags[0].value
+        assert json.loads(i.dataset.profile) == {"approx_count": int(m[f"{part}_rows"])}
+        assert i.dataset.digest == split_run.manifest["digests"][part].split("-", 1)[1][:16]
 
 
 def test_baseline_job_counts_every_validation_user_and_ranks_by_count(spark, split_run):
@@ -107,6 +112,7 @@ def test_baseline_job_counts_every_validation_user_and_ranks_by_count(spark, spl
     m = jobs.baseline(data=split_run.data, split_dir=split_run.split_dir, spark_conf=CONF)
     [run] = _runs(split_run, "baseline")
     assert run.info.status == "FINISHED" and run.data.metrics["val_precision_at_k"] == m["val_precision_at_k"]
+    assert run.info.run_name == "baseline popularity count"
     parts = load_split(spark, split_run.split_dir)
     validation_users = parts.validation.select("userId").distinct().count()
     assert m["val_n_users_evaluated"] + m["val_n_users_no_relevant"] == validation_users
@@ -138,7 +144,12 @@ def test_search_picks_its_best_trial_and_promote_makes_it_champion(split_run):
     best = min(trials, key=lambda t: t.data.metrics["val_rmse"])
     assert search.data.tags["recsys.best_run_id"] == best.info.run_id
     assert search.data.metrics["val_rmse"] == best.data.metrics["val_rmse"]
+    assert search.info.run_name == "als_search explicit rmse 2 trials"
+    # counts every trial shares are on the parent only: the compare page lists quality metrics
+    assert search.data.metrics["val_n_users_evaluated"] > 0 < search.data.metrics["test_n_users_evaluated"]
     for trial in trials:
+        assert not {"val_n_users_evaluated", "val_n_users_no_relevant", "test_n_users_evaluated",
+                    "test_n_users_no_relevant"} & set(trial.data.metrics), trial.data.metrics
         assert trial.data.params["max_iter"] == "3" and 2 <= int(trial.data.params["rank"]) <= 4
         assert 0 < trial.data.metrics["val_rmse"] < 2 and trial.data.metrics["val_coverage"] == 1.0
     # two taste groups: ALS on the bias baseline's residuals beats the bias baseline on test
@@ -147,11 +158,15 @@ def test_search_picks_its_best_trial_and_promote_makes_it_champion(split_run):
     result = jobs.promote(run_id=search.info.run_id)
     [promote] = _runs(split_run, "promote")
     assert promote.data.params["model_run_id"] == best.info.run_id
+    assert promote.info.run_name == f"promote recsys-als-ratings from run {search.info.run_id[:8]}"
     assert result["decision"] == promote.data.tags["recsys.decision"] == "promoted"  # first, beats baseline
     assert promote.data.params["registered_model_name"] == "recsys-als-ratings"  # an RMSE search
     champion = split_run.client.get_model_version_by_alias("recsys-als-ratings", "champion")
     assert champion.run_id == best.info.run_id
     assert int(champion.version) == promote.data.metrics["model_version"] == 1
+    # the registered version still carries the shared counts, taken from the search run
+    assert float(champion.tags["val_n_users_evaluated"]) == search.data.metrics["val_n_users_evaluated"]
+    assert float(champion.tags["test_n_users_evaluated"]) == search.data.metrics["test_n_users_evaluated"]
 
 
 def test_twins_job_reports_exact_jaccard_and_full_recall(split_run):
@@ -161,6 +176,7 @@ def test_twins_job_reports_exact_jaccard_and_full_recall(split_run):
                    compare_exact=True, seed=3, spark_conf=CONF)
     [run] = _runs(split_run, "twins")
     assert run.info.status == "FINISHED" and run.data.metrics["users_kept"] == m["users_kept"] == USERS
+    assert run.info.run_name == "twins minhash banded 20 pairs"
     sets = defaultdict(set)
     for user, movie, _ in _ratings_csv(split_run.data):
         sets[user].add(movie)
@@ -192,6 +208,7 @@ def test_als_job_beats_the_bias_baseline_on_the_same_split(spark, split_run):
                    spark_conf=CONF)
     run = split_run.client.get_run(out["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["recsys.feedback"] == "explicit"
+    assert run.info.run_name == "als explicit rank=3 reg_param=0.1"
     assert run.data.params["rank"] == "3" and run.data.params["split_dir"] == split_run.split_dir
     assert run.data.metrics["val_rmse"] == pytest.approx(out["metrics"]["rmse"])
     assert run.data.metrics["val_coverage"] == 1.0

@@ -28,7 +28,9 @@ def test_main_registers_both_roles_and_writes_lists_for_every_user(tmp_path, own
     out = jobs.pipeline(data=data, split_dir=str(tmp_path / "split"), ranking_evals=2, rating_evals=2,
                         max_iter=2, spark_master="local[2]")
     client = mlflow.MlflowClient(own_store)
-    stages = [r.data.tags.get("recsys.stage") for r in client.search_runs(["0"])]
+    found = client.search_runs([client.get_experiment_by_name("recsys").experiment_id])
+    stages = [r.data.tags.get("recsys.stage") for r in found]
+    assert [r.info.run_name for r in found if r.data.tags.get("recsys.stage") == "main"] == ["main"]
     for stage in ("main", "split", "baseline", "als_search", "promote", "recommend", "twins"):
         assert stage in stages, stage
     assert stages.count("als_search") == 2 and stages.count("promote") == 2

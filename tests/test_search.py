@@ -158,3 +158,65 @@ def test_state_of_another_search_is_refused(tmp_path):
     other_key = search_key(config, SPACE_EXPLICIT, {"train": "x"})
     with pytest.raises(RecsysError, match="belongs to another search"):
         run_search(None, config, SPACE_EXPLICIT, make_eval(calls), state_file=state, key=other_key)
+
+
+def test_default_backend_keeps_the_search_key_of_existing_states():
+    space = {"rank": {"dist": "qloguniform", "low": 2.0, "high": 32.0, "q": 1.0}}
+    hyperopt = SearchConfig(max_evals=3, max_iter=2, seed=3)
+    # the key this search had before `backend` existed: its state.json must still be found
+    assert search_key(hyperopt, space, {"a": "b"}) == "3c7e355cf11ccf6b"
+    optuna = SearchConfig(max_evals=3, max_iter=2, seed=3, backend="optuna")
+    assert search_key(optuna, space, {"a": "b"}) != search_key(hyperopt, space, {"a": "b"})
+    with pytest.raises(RecsysError, match="backend='skopt' is unknown; allowed: hyperopt, optuna"):
+        SearchConfig(backend="skopt")
+
+
+def test_optuna_space_respects_q_as_hyperopt_does():
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from recsys.search import optuna_space
+
+    dists = optuna_space({"rank": {"dist": "qloguniform", "low": 4.0, "high": 64.0, "q": 1.0},
+                          "alpha": {"dist": "quniform", "low": 0.3, "high": 4.1, "q": 0.5},
+                          "reg_param": {"dist": "qloguniform", "low": 0.01, "high": 1.0, "q": 0.01}})
+    assert dists["rank"] == (IntDistribution(4, 64, log=True), None)
+    assert dists["alpha"] == (FloatDistribution(0.5, 4.0, step=0.5), None)  # round(x / q) * q's range
+    assert dists["reg_param"] == (FloatDistribution(0.01, 1.0, log=True), 0.01)  # rounded after the draw
+
+
+def _optuna_search(tmp_path, max_evals, calls, fail_at=None, on_error="continue", name="s"):
+    space = {**SPACE_EXPLICIT, "reg_param": {"dist": "qloguniform", "low": 0.01, "high": 1.0, "q": 0.005}}
+    config = SearchConfig(max_evals=max_evals, max_iter=2, seed=3, on_error=on_error, backend="optuna")
+    state = str(tmp_path / name / "state.json")
+    return run_search(None, config, space, make_eval(calls, fail_at), state_file=state,
+                      key=search_key(config, space, {"train": "x"}))
+
+
+def test_optuna_backend_resumes_with_the_proposals_of_an_uninterrupted_search(tmp_path):
+    reference = _optuna_search(tmp_path, 8, [], name="ref")
+    assert all(r["status"] == "ok" for r in reference)
+    ranks = [r["params"]["rank"] for r in reference]
+    assert all(isinstance(rank, int) and 2 <= rank <= 32 for rank in ranks)
+    for rec in reference:  # the draw is kept; the trial got it rounded to q = 0.005
+        assert rec["params"]["reg_param"] == pytest.approx(round(rec["vals"]["reg_param"] / 0.005) * 0.005)
+
+    with pytest.raises(RuntimeError, match="injected failure in trial 3"):
+        _optuna_search(tmp_path, 8, [], fail_at=3, on_error="abort", name="cut")
+    calls = []
+    resumed = _optuna_search(tmp_path, 6, calls, name="cut")
+    assert [c[0] for c in calls] == [3, 4, 5]  # the 3 finished trials are not rerun
+    calls = []
+    extended = _optuna_search(tmp_path, 8, calls, name="cut")
+    assert [c[0] for c in calls] == [6, 7] and extended[:6] == resumed
+    assert [r["vals"] for r in extended] == [r["vals"] for r in reference]
+    assert [r["loss"] for r in extended] == pytest.approx([r["loss"] for r in reference])
+    assert len({tuple(sorted(r["vals"].items())) for r in extended}) == 8
+    # TPE models the results after the random start-up trials: the best is near the bowl's bottom
+    best = best_trial(extended, SearchConfig().objective_spec)
+    assert fake_rmse(trial_config(best["vals"], SearchConfig())) < 0.9
+
+
+def test_optuna_backend_learns_from_a_failed_trial_without_crashing(tmp_path):
+    records = _optuna_search(tmp_path, 7, [], fail_at=2)
+    assert [r["status"] for r in records].count("failed") == 1 and records[2]["loss"] is None
+    assert len(records) == 7
