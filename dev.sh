@@ -67,6 +67,7 @@ case "$cmd" in
     ;;
   test-all)
     setup
+    python -m tests.jvm_archive
     ruff check .
     exec python -m pytest --durations=25 "$@"
     ;;

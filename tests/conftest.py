@@ -113,6 +113,7 @@ def tracking_uri(_isolated_cache, monkeypatch):
 def spark(tmp_path_factory, _isolated_cache):
     from recsys.constants import ALS_BLOCKS_CONF
     from recsys.spark import get_spark, parse_conf
+    from tests import jvm_archive
 
     session = get_spark(
         master="local[2]",
@@ -128,9 +129,12 @@ def spark(tmp_path_factory, _isolated_cache):
             # interpreted expressions: compiling generated code costs more than running it here
             "spark.sql.codegen.wholeStage": "false",
             "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-            # a short-lived JVM: the C2 compiler's work never pays back
+            # a short-lived JVM: the C2 compiler's work never pays back; one GC thread is enough
+            # for a 2 GB heap; Spark's classes come pre-parsed from a CDS archive when
+            # ./dev.sh has built one (tests/jvm_archive.py)
             "spark.driver.extraJavaOptions":
-                f"-Dlog4j2.configurationFile=file:{_LOG4J} -XX:TieredStopAtLevel=1",
+                f"-Dlog4j2.configurationFile=file:{_LOG4J} -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "
+                + jvm_archive.java_options(),
             ALS_BLOCKS_CONF: "1",  # Spark's default of 10 blocks is ~3x slower on 1,000 ratings
             # extra settings to try (key=value;key=value), e.g. when tuning the suite's speed
             **parse_conf(p for p in os.environ.get("RECSYS_TEST_SPARK_CONF", "").split(";") if p.strip()),

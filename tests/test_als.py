@@ -126,7 +126,8 @@ def _checkerboard(spark, liked_only=False):
     return spark.createDataFrame(rows, SCHEMA)
 
 
-@pytest.mark.parametrize("implicit, biases, rank", [(False, True, 1), (False, False, 2), (True, False, 2)])
+@pytest.mark.parametrize("implicit, biases, rank", [
+    (False, True, 1), pytest.param(False, False, 2, marks=pytest.mark.slow), (True, False, 2)])
 def test_checkerboard_withheld_item_ranks_first(spark, implicit, biases, rank):
     """Plain explicit ALS needs rank 2 (a mean and a like/dislike contrast); on top of the
     biases the residual of a checkerboard is the contrast alone, rank 1 (a rank-2 residual model

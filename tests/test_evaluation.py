@@ -201,7 +201,7 @@ def _expected_topk(rows, k):
     return {u: [m for m in order if m not in s][:k] for u, s in seen.items()}
 
 
-@pytest.mark.parametrize("max_slack", [4096, 16])
+@pytest.mark.parametrize("max_slack", [pytest.param(4096, marks=pytest.mark.slow), 16])
 def test_recommend_excludes_seen_light_and_heavy_users(spark, synthetic_ratings, max_slack):
     train = synthetic_ratings.select("userId", "movieId", "rating")
     rows = [tuple(r) for r in train.collect()]

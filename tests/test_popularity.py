@@ -61,7 +61,7 @@ def test_count_order_and_no_rating_predictions(spark):
     assert model.predict(pairs).first().prediction is None
 
 
-@pytest.mark.parametrize("kind", ["count", "damped_mean"])
+@pytest.mark.parametrize("kind", ["count", pytest.param("damped_mean", marks=pytest.mark.slow)])
 def test_contract(spark, synthetic_ratings, tmp_path, kind):
     train = synthetic_ratings.filter("userId <= 40 and movieId <= 60")
     assert_recommender_contract(spark, lambda: PopularityRecommender(kind=kind, damping=3.0), train,

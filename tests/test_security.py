@@ -153,6 +153,7 @@ def _everything_logged(client, run, tmp_path) -> str:
     return "\n".join(texts), [p.name for p in files]
 
 
+@pytest.mark.slow
 def test_credentials_are_never_logged(spark, tmp_path, monkeypatch, tracking_uri):
     from tests.tiny_movielens import write_tiny_movielens
 

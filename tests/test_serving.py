@@ -367,6 +367,7 @@ _NO_SPARK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_loading_and_predicting_start_no_jvm_and_need_no_pyspark(logged, tmp_path):
     script = tmp_path / "load.py"
     script.write_text(_NO_SPARK)

@@ -17,7 +17,8 @@ def _parts(ratings, **kw):
     return {p: assigned.where(F.col("part") == p).drop("part") for p in ("train", "validation", "test")}
 
 
-@pytest.mark.parametrize("strategy", ["random", "user", "temporal"])
+@pytest.mark.parametrize("strategy", ["random", pytest.param("user", marks=pytest.mark.slow),
+                                      pytest.param("temporal", marks=pytest.mark.slow)])
 def test_partition_is_exact_and_sized(synthetic_ratings, strategy):
     parts = _parts(synthetic_ratings, strategy=strategy, fractions=(0.7, 0.15, 0.15), seed=3)
     total = synthetic_ratings.count()
@@ -68,6 +69,7 @@ def test_min_user_ratings_keeps_small_users_in_train(synthetic_ratings):
         assert parts[name].join(small, "userId").count() == 0
 
 
+@pytest.mark.slow
 def test_deterministic_regardless_of_partitioning(synthetic_ratings):
     a = _parts(synthetic_ratings, strategy="user", seed=11)
     b = _parts(synthetic_ratings.repartition(7, "movieId"), strategy="user", seed=11)

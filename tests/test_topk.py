@@ -23,7 +23,8 @@ def _brute(users, items, seen, k):
     return out
 
 
-@pytest.mark.parametrize("blocks", [(4096, 16384), (3, 4)])  # one block pair; many, uneven
+# one block pair (full suite); many, uneven
+@pytest.mark.parametrize("blocks", [pytest.param((4096, 16384), marks=pytest.mark.slow), (3, 4)])
 def test_top_k_unseen_matches_brute_force(spark, blocks):
     rng = random.Random(3)
     # small integer factors: many exact ties, so the movieId tie-break is exercised

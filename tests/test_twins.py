@@ -186,6 +186,7 @@ def test_approx_join_ranks_by_the_joins_own_distance(crafted):
     candidates.unpersist()
 
 
+@pytest.mark.slow
 def test_pairs_are_unordered_unique_and_share_movies(crafted):
     ratings, sets = crafted
     result = find_twins(ratings, TwinsConfig(min_ratings=1, n_pairs=10_000, n_hashes=16,
