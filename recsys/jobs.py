@@ -350,13 +350,17 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
         if config.feedback == "explicit":  # every trial fits on these residuals: cache them once,
             fallback.cached_residuals(train)  # before the trials (whose own caches are released)
 
+        def trial_tags(index):  # a trial's run, evaluated here or restored from the state
+            return {TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric, TAG_SEARCH_KEY: key,
+                    TAG_SPLIT: digest, TAG_TRIAL: str(index)}
+
+        def trial_params(als_params):
+            return {**als_params, "k": config.k, "relevance_threshold": config.relevance_threshold}
+
         def evaluate_trial(index, als_config):
-            trial_tags = {TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric,
-                          TAG_SEARCH_KEY: key, TAG_SPLIT: digest, TAG_TRIAL: str(index)}
             with stage_run("als_trial", run_name=trial_name(als_config, search_space),
-                           tags=trial_tags) as child:
-                mlflow.log_params({**als_config.as_params(), "k": config.k,
-                                   "relevance_threshold": config.relevance_threshold})
+                           tags=trial_tags(index)) as child:
+                mlflow.log_params(trial_params(als_config.as_params()))
                 with released_caches(spark):
                     recommender, metrics, seconds = fit_and_judge(
                         als_config, train, validation, fallback, k=config.k,
@@ -372,9 +376,7 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
             restored = restore_trial_run(
                 client, parent.info.experiment_id, parent_id, rec,
                 run_name=trial_name(ALSConfig(**rec["params"]), search_space),
-                tags={TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric, TAG_SEARCH_KEY: key,
-                      TAG_SPLIT: digest, TAG_TRIAL: str(index)},
-                params={**rec["params"], "k": config.k, "relevance_threshold": config.relevance_threshold})
+                tags=trial_tags(index), params=trial_params(rec["params"]))
             say(f"[als_search] trial {index}: run {rec['run_id']} is not in this tracking store; "
                 f"re-logged from the search state as {restored}")
             return restored
