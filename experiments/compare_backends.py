@@ -68,6 +68,7 @@ def parse_args(argv=None):
 def run_one(spark, split, args, feedback: str, backend: str, seed: int, progress) -> list[dict]:
     """One search; its CSV rows (one per trial, in order)."""
     from recsys import jobs
+    from recsys.evaluation import HeldOut
     from recsys.search import (
         SearchConfig,
         load_space,
@@ -82,14 +83,17 @@ def run_one(spark, split, args, feedback: str, backend: str, seed: int, progress
     space = load_space(args.space, feedback)
     key = search_key(config, space, loaded.manifest.get("digests", {}))
 
+    held = HeldOut(train, validation, k=config.k, relevance_threshold=config.relevance_threshold,
+                   fallback=fallback).prepare(ratings=feedback == "explicit")
+
     def evaluate_trial(index, als):
         with released_caches(spark):
-            _, metrics, _ = jobs.fit_and_judge(als, train, validation, fallback, k=config.k,
-                                               relevance_threshold=config.relevance_threshold)
+            _, metrics, _ = jobs.fit_and_judge(als, held)
         return {"metrics": metrics, "run_id": None}
 
     records = run_search(spark, config, space, evaluate_trial, key=key, progress=progress,
                          state_file=os.path.join(args.state_dir, key, "state.json"))
+    held.release()
     objective, rows, best = config.objective_spec, [], None
     for i, rec in enumerate(records, start=1):
         value = rec["metrics"].get(objective.metric) if rec["status"] == "ok" else None

@@ -78,7 +78,7 @@ def model_factors(model):
 
 
 def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAULT_MIN_SLACK,
-              max_slack: int = DEFAULT_MAX_SLACK, progress: Progress = quiet):
+              max_slack: int = DEFAULT_MAX_SLACK, progress: Progress = quiet, blocks: dict | None = None):
     """Top ``k`` movies per user among those the user did not rate in ``train``.
 
     ``users``: DataFrame with ``userId`` (duplicates ignored). Returns a lazy
@@ -102,7 +102,8 @@ def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAU
     Factor models (:func:`model_factors` finds their factor tables, e.g. ALS) skip all of the
     above: :func:`recsys.topk.top_k_unseen` scores the users against every movie in blocks and
     drops seen movies inside each block, in one Spark pass with no slack (same result, same
-    order; ``min_slack``/``max_slack`` do not apply).
+    order; ``min_slack``/``max_slack`` do not apply; ``blocks`` is its cache of grouped seen
+    pairs, see :class:`HeldOut`).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -114,7 +115,7 @@ def recommend(model, users, train, k: int = DEFAULT_K, *, min_slack: int = DEFAU
         from recsys.topk import top_k_unseen
 
         return top_k_unseen(factors[0], factors[1], train.select(USER_COL, ITEM_COL), k,
-                            users=users, progress=progress)
+                            users=users, progress=progress, blocks=blocks)
     users = users.select(USER_COL).distinct()
     seen = train.select(USER_COL, ITEM_COL).join(users, USER_COL, "left_semi")
     counts = users.join(seen.groupBy(USER_COL).agg(F.count(F.lit(1)).alias("_seen")), USER_COL, "left")
@@ -183,12 +184,25 @@ def ranking_metrics(recs, heldout, k: int = DEFAULT_K,
     user is evaluated. Definitions: the module docstring (Spark's ``RankingMetrics``); computed
     per user with array functions, then averaged, in one Spark aggregation.
     """
+    k, threshold = check_eval_params(k, threshold)
+    return _ranking_metrics(recs, relevant_sets(heldout, threshold), k)
+
+
+def relevant_sets(heldout, threshold: float):
+    """``DataFrame[userId, _rel array<long>]``: each held-out user's relevant movies (rated at
+    least ``threshold``; an empty array when none is)."""
     from pyspark.sql import functions as F
 
-    k, threshold = check_eval_params(k, threshold)
     item = F.col(ITEM_COL).cast("long")
-    truth = (heldout.groupBy(USER_COL)
-             .agg(F.collect_set(F.when(F.col(RATING_COL) >= threshold, item)).alias("_rel")))
+    return (heldout.groupBy(USER_COL)
+            .agg(F.collect_set(F.when(F.col(RATING_COL) >= threshold, item)).alias("_rel")))
+
+
+def _ranking_metrics(recs, truth, k: int) -> dict[str, float]:
+    """:func:`ranking_metrics` given the held-out users' :func:`relevant_sets`."""
+    from pyspark.sql import functions as F
+
+    item = F.col(ITEM_COL).cast("long")
     ranked = (recs.filter(F.col(RANK_COL) <= k)
               .groupBy(USER_COL)
               .agg(F.sort_array(F.collect_list(F.struct(F.col(RANK_COL), item.alias("_m")))).alias("_r"))
@@ -237,25 +251,123 @@ def evaluate(model, train, heldout, *, k: int = DEFAULT_K,
     ``model.predicts_ratings``; rows the model leaves null/NaN are scored by ``fallback``, a
     :class:`BiasBaseline` fitted on ``train`` when None), then ``precision_at_k``,
     ``recall_at_k``, ``ndcg_at_k``, ``map_at_k``, ``n_users_evaluated``, ``n_users_no_relevant``.
-    Recommendations are computed only for held-out users with a relevant movie.
+    Recommendations are computed only for held-out users with a relevant movie. To judge many
+    models on the same data, keep one :class:`HeldOut` instead.
     """
-    from pyspark.sql import functions as F
+    held = HeldOut(train, heldout, k=k, relevance_threshold=relevance_threshold, fallback=fallback)
+    try:
+        return held.evaluate(model, progress=progress)
+    finally:
+        held.release()
 
-    k, relevance_threshold = check_eval_params(k, relevance_threshold)
-    metrics: dict[str, float] = {}
-    if getattr(model, "predicts_ratings", False):
-        fb = fallback if fallback is not None else BiasBaseline().fit(train)
-        own = (model.predict(heldout.select(USER_COL, ITEM_COL, RATING_COL))
-               .withColumnRenamed(PREDICTION_COL, "_own"))
-        covered = F.col("_own").isNotNull() & ~F.isnan(F.col("_own"))
-        scored = (fb.predict(own)
-                  .withColumn("_covered", covered)
-                  .withColumn(PREDICTION_COL, F.when(F.col("_covered"), F.col("_own"))
-                              .otherwise(F.col(PREDICTION_COL)).cast("double")))
-        metrics.update(rating_metrics(scored, covered_col="_covered"))
-        progress(f"[evaluate] rmse {metrics[RMSE]:.4f}, coverage {metrics[COVERAGE]:.4f}")
-    users = heldout.filter(F.col(RATING_COL) >= relevance_threshold).select(USER_COL).distinct()
-    recs = recommend(model, users, train, k, progress=progress)
-    metrics.update(ranking_metrics(recs, heldout, k, relevance_threshold))
-    progress(f"[evaluate] precision@{k} {metrics[PRECISION]:.4f} over {int(metrics[N_USERS])} users")
-    return metrics
+
+class HeldOut:
+    """One held-out set on which many models are judged (a search's trials), by :func:`evaluate`'s
+    protocol, with the parts that do not depend on the model computed once and cached:
+
+    - the held-out rows with the fallback's prediction beside them (the rating metrics then only
+      join the model's factors to them);
+    - the users to recommend for (held-out users with a relevant movie) and each held-out
+      user's relevant set;
+    - for factor models, the users' training pairs grouped by user block
+      (:func:`recsys.topk.seen_blocks`), the one shuffle of every training rating in a trial.
+
+    Metrics are exactly :func:`evaluate`'s (it is this class used once). Caches are filled on
+    first use; :meth:`prepare` fills them at once, for callers that release what each trial
+    caches (``recsys.search.released_caches``). :meth:`release` frees them; the fallback is
+    released only when this object fitted it.
+    """
+
+    def __init__(self, train, heldout, *, k: int = DEFAULT_K,
+                 relevance_threshold: float = DEFAULT_RELEVANCE_THRESHOLD,
+                 fallback: BiasBaseline | None = None):
+        self.k, self.threshold = check_eval_params(k, relevance_threshold)
+        self.train, self.heldout = train, heldout
+        self._fallback, self._own_fallback = fallback, False
+        self._cached: list = []
+        self._users = self._truth = self._rated = None
+        self._blocks: dict = {}
+
+    def _keep(self, df):
+        df = df.cache()
+        self._cached.append(df)
+        return df
+
+    @property
+    def fallback(self) -> BiasBaseline:
+        if self._fallback is None:
+            self._fallback, self._own_fallback = BiasBaseline().fit(self.train), True
+        return self._fallback
+
+    @property
+    def users(self):
+        """Held-out users with at least one relevant movie: those recommended for."""
+        from pyspark.sql import functions as F
+
+        if self._users is None:
+            self._users = self._keep(self.heldout.filter(F.col(RATING_COL) >= self.threshold)
+                                     .select(USER_COL).distinct())
+        return self._users
+
+    @property
+    def truth(self):
+        if self._truth is None:
+            self._truth = self._keep(relevant_sets(self.heldout, self.threshold))
+        return self._truth
+
+    @property
+    def rated(self):
+        """The held-out ``userId, movieId, rating`` rows plus ``_fallback``, the fallback's prediction."""
+        if self._rated is None:
+            pairs = self.heldout.select(USER_COL, ITEM_COL, RATING_COL)
+            rated = self.fallback.predict(pairs).withColumnRenamed(PREDICTION_COL, "_fallback")
+            self._rated = self._keep(rated)
+        return self._rated
+
+    def prepare(self, *, ratings: bool = True, factors: bool = True) -> HeldOut:
+        """Compute the caches now: the rating rows (``ratings``), users and relevant sets, and
+        the grouped seen pairs for factor models whose users are the training users
+        (``factors``: ALS gives every training user factors, so every trial's user block count
+        is the one computed here; another count is grouped afresh, uncached)."""
+        from recsys.topk import seen_blocks, user_blocks
+
+        if ratings:
+            self.rated.count()
+        self.truth.count()
+        n_users = self.users.join(self.train.select(USER_COL).distinct(), USER_COL, "left_semi").count()
+        if factors:
+            n_ub = user_blocks(n_users)
+            if n_ub not in self._blocks:
+                seen = self.train.select(USER_COL, ITEM_COL)
+                self._blocks[n_ub] = self._keep(seen_blocks(seen, self.users, n_ub))
+                self._blocks[n_ub].count()
+        return self
+
+    def evaluate(self, model, progress: Progress = quiet) -> dict[str, float]:
+        """:func:`evaluate`'s metrics of a fitted ``model`` on this held-out set."""
+        from pyspark.sql import functions as F
+
+        k = self.k
+        metrics: dict[str, float] = {}
+        if getattr(model, "predicts_ratings", False):
+            own = model.predict(self.rated)
+            covered = F.col(PREDICTION_COL).isNotNull() & ~F.isnan(F.col(PREDICTION_COL))
+            scored = (own.withColumn("_covered", covered)
+                      .withColumn(PREDICTION_COL, F.when(F.col("_covered"), F.col(PREDICTION_COL))
+                                  .otherwise(F.col("_fallback")).cast("double")))
+            metrics.update(rating_metrics(scored, covered_col="_covered"))
+            progress(f"[evaluate] rmse {metrics[RMSE]:.4f}, coverage {metrics[COVERAGE]:.4f}")
+        recs = recommend(model, self.users, self.train, k, progress=progress, blocks=self._blocks)
+        metrics.update(_ranking_metrics(recs, self.truth, k))
+        progress(f"[evaluate] precision@{k} {metrics[PRECISION]:.4f} over {int(metrics[N_USERS])} users")
+        return metrics
+
+    def release(self) -> None:
+        """Unpersist the caches (and the fallback if this object fitted it)."""
+        for df in self._cached:
+            df.unpersist()
+        self._cached, self._blocks = [], {}
+        self._users = self._truth = self._rated = None
+        if self._own_fallback:
+            self._fallback.release()
+            self._fallback, self._own_fallback = None, False

@@ -192,16 +192,16 @@ def synthesize(output, n_users, n_movies, n_ratings, seed, rank, noise, n_twins,
 # ---------------------------------------------------------------- als, als_search, promote
 
 
-def fit_and_judge(als_config, train, heldout, fallback, *, k, relevance_threshold):
-    """Fit one ALS on ``train`` and evaluate it on ``heldout``: ``(recommender, metrics, seconds)``."""
-    from recsys.evaluation import evaluate
+def fit_and_judge(als_config, held):
+    """Fit one ALS on ``held.train`` and judge it on ``held`` (a
+    :class:`recsys.evaluation.HeldOut` whose fallback is also the ALS's biases):
+    ``(recommender, metrics, seconds)``."""
     from recsys.models.als import ALSRecommender
 
     start = time.time()
-    recommender = ALSRecommender(als_config, baseline=fallback).fit(train)  # biases fitted once
+    recommender = ALSRecommender(als_config, baseline=held.fallback).fit(held.train)  # biases fitted once
     fit_seconds = time.time() - start
-    metrics = evaluate(recommender, train, heldout, k=k, relevance_threshold=relevance_threshold,
-                       fallback=fallback)
+    metrics = held.evaluate(recommender)
     eval_seconds = time.time() - start - fit_seconds
     return recommender, metrics, {"fit_seconds": fit_seconds, "eval_seconds": eval_seconds}
 
@@ -231,7 +231,7 @@ def als(data, split_dir, rank, reg_param, max_iter, alpha, implicit_prefs, nonne
     """
     import mlflow
 
-    from recsys.evaluation import check_eval_params
+    from recsys.evaluation import HeldOut, check_eval_params
     from recsys.models.als import ALSConfig
 
     with stage_run("als") as run:
@@ -248,8 +248,11 @@ def als(data, split_dir, rank, reg_param, max_iter, alpha, implicit_prefs, nonne
         loaded, train, validation, fallback = _cached_split(spark, data, split_dir)
         mlflow.set_tag(TAG_SPLIT, split_digest(loaded.manifest))
         say(f"[als] {config.feedback} ALS {config.as_params()}")
-        recommender, metrics, seconds = fit_and_judge(config, train, validation, fallback, k=k,
-                                                      relevance_threshold=relevance_threshold)
+        held = HeldOut(train, validation, k=k, relevance_threshold=relevance_threshold, fallback=fallback)
+        try:
+            recommender, metrics, seconds = fit_and_judge(config, held)
+        finally:
+            held.release()
         start = time.time()
         log_als_model(recommender, fallback)
         seconds["log_model_seconds"] = time.time() - start
@@ -305,7 +308,7 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
 
     from recsys import plots
     from recsys.data.movielens import load_movielens
-    from recsys.evaluation import evaluate
+    from recsys.evaluation import HeldOut, evaluate
     from recsys.models.als import ALSConfig, ALSRecommender
     from recsys.search import (
         SearchConfig,
@@ -357,14 +360,16 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
         def trial_params(als_params):
             return {**als_params, "k": config.k, "relevance_threshold": config.relevance_threshold}
 
+        # what every trial's evaluation shares, cached before the trials (which release their own)
+        held = HeldOut(train, validation, k=config.k, relevance_threshold=config.relevance_threshold,
+                       fallback=fallback).prepare(ratings=config.feedback == "explicit")
+
         def evaluate_trial(index, als_config):
             with stage_run("als_trial", run_name=trial_name(als_config, search_space),
                            tags=trial_tags(index)) as child:
                 mlflow.log_params(trial_params(als_config.as_params()))
                 with released_caches(spark):
-                    recommender, metrics, seconds = fit_and_judge(
-                        als_config, train, validation, fallback, k=config.k,
-                        relevance_threshold=config.relevance_threshold)
+                    recommender, metrics, seconds = fit_and_judge(als_config, held)
                     mlflow.log_metrics({**finite_metrics(trial_metrics(metrics), "val_"), **seconds})
                     log_als_model(recommender, fallback, validate=False)
                 return {"metrics": metrics, "run_id": child.info.run_id}
@@ -414,13 +419,13 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
         best_config = ALSConfig(**best["params"])
         if not client.list_artifacts(best["run_id"], ALS_MODEL_ARTIFACT):  # restored from the state
             with mlflow.start_run(run_id=best["run_id"], nested=True), released_caches(spark):
-                recommender, refit, _ = fit_and_judge(best_config, train, validation, fallback, k=config.k,
-                                                      relevance_threshold=config.relevance_threshold)
+                recommender, refit, _ = fit_and_judge(best_config, held)
                 log_als_model(recommender, fallback, validate=False)
                 note = (f"{config.metric} {refit.get(config.metric, float('nan')):.6g} "
                         f"(recorded {best['metrics'][config.metric]:.6g})")
                 mlflow.set_tag(TAG_MODEL_REFIT, note)
             say(f"[als_search] best trial {best['run_id']} was restored without its model: refitted, {note}")
+        held.release()
         with temp_artifact_dir() as tmp:
             spark_model_dir = mlflow.artifacts.download_artifacts(
                 run_id=best["run_id"], artifact_path=ALS_MODEL_ARTIFACT, dst_path=tmp)

@@ -62,7 +62,7 @@ _OUT_SCHEMA = f"{USER_COL} int, {ITEM_COL} int, {SCORE_COL} double, {RANK_COL} i
 
 def top_k_unseen(user_factors, item_factors, seen, k: int, *, users=None,
                  user_block: int = DEFAULT_USER_BLOCK, item_block: int = DEFAULT_ITEM_BLOCK,
-                 progress: Progress = quiet, counts: dict | None = None):
+                 progress: Progress = quiet, counts: dict | None = None, blocks: dict | None = None):
     """Top ``k`` movies per user by ``user_factor . item_factor``, movies in ``seen`` removed.
 
     ``user_factors`` / ``item_factors``: ``DataFrame[id int, features array<float>]`` (the
@@ -71,6 +71,10 @@ def top_k_unseen(user_factors, item_factors, seen, k: int, *, users=None,
     to recommend for (default: every user with factors). Returns a lazy
     ``DataFrame[userId, movieId, score double, rank int]``, rank 1..k. ``counts``: a dict that,
     when given, receives ``users`` (users with factors that are recommended for) and ``movies``.
+    ``blocks``: a dict kept by a caller that ranks many models for the same ``seen`` and
+    ``users`` (a search's trials): the seen pairs grouped by user block (step 2, a shuffle of
+    every seen pair) are looked up in it under the user block count, from :func:`seen_blocks`,
+    instead of being grouped again.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -92,29 +96,25 @@ def top_k_unseen(user_factors, item_factors, seen, k: int, *, users=None,
     spark = user_factors.sparkSession
     if n_users == 0 or n_items == 0:
         return spark.createDataFrame([], _OUT_SCHEMA)
-    n_ub, n_ib = math.ceil(n_users / user_block), math.ceil(n_items / item_block)
+    n_ub, n_ib = user_blocks(n_users, user_block), math.ceil(n_items / item_block)
     progress(f"[topk] {n_users} users x {n_items} movies in {n_ub} x {n_ib} block(s), top {k} unseen")
 
-    def block_of(col, n):
-        # never a literal, even for n == 1: a constant key would turn the seen-pairs join into
-        # a broadcast nested-loop join (the seen pairs grow with the data)
-        return F.pmod(F.xxhash64(col), F.lit(n)).cast("int")
-
-    seen_pairs = (seen.select(F.col(USER_COL).cast("int").alias("_u"),
-                              F.col(ITEM_COL).cast("int").alias("_i"))
-                  .join(uf.select("_u"), "_u", "left_semi")
-                  .withColumn("_ub", block_of("_u", n_ub))
-                  .groupBy("_ub")
-                  .agg(F.collect_list(F.struct("_u", "_i")).alias("_ss")))
+    seen_pairs = (blocks or {}).get(n_ub)
+    if seen_pairs is None:
+        seen_pairs = seen_blocks(seen, users, n_ub)
     # one partition per user block (hash collisions aside): adaptive execution would otherwise
     # coalesce the blocks into a few partitions, and one Arrow batch would then hold dozens of
     # copies of the movie block (22 MB each at full scale)
-    ublocks = (uf.withColumn("_ub", block_of("_u", n_ub)).groupBy("_ub")
+    ublocks = (uf.withColumn("_ub", _block_of("_u", n_ub)).groupBy("_ub")
                .agg(F.collect_list(F.struct("_u", "_f")).alias("_us"))
                .join(seen_pairs.hint("shuffle_hash"), "_ub", "left")
                .repartition(n_ub, "_ub"))
-    iblocks = (itf.withColumn("_ib", block_of("_i", n_ib)).groupBy("_ib")
-               .agg(F.collect_list(F.struct("_i", "_f")).alias("_is")))
+    # one partition per movie block too: the product has (user side x movie side) partitions,
+    # and the groupBy's default count (spark.sql.shuffle.partitions) would make most of them empty
+    # tasks (16 x 16 = 256 tasks for 16 user blocks and one movie block)
+    iblocks = (itf.withColumn("_ib", _block_of("_i", n_ib)).groupBy("_ib")
+               .agg(F.collect_list(F.struct("_i", "_f")).alias("_is"))
+               .repartition(n_ib, "_ib"))
     # shuffle hint: neither side may be collected to the driver for a broadcast
     pairs = ublocks.hint("shuffle_replicate_nl").crossJoin(iblocks).select("_us", "_is", "_ss")
     scored = pairs.mapInArrow(_block_scorer(k), _OUT_SCHEMA)
@@ -123,6 +123,35 @@ def top_k_unseen(user_factors, item_factors, seen, k: int, *, users=None,
     order = Window.partitionBy(USER_COL).orderBy(F.col(SCORE_COL).desc(), F.col(ITEM_COL).asc())
     return (scored.withColumn(RANK_COL, F.row_number().over(order))
             .filter(F.col(RANK_COL) <= k))
+
+
+def user_blocks(n_users: int, user_block: int = DEFAULT_USER_BLOCK) -> int:
+    """How many user blocks :func:`top_k_unseen` makes for ``n_users`` users with factors."""
+    return max(1, math.ceil(n_users / user_block))
+
+
+def _block_of(col, n: int):
+    """The block (0..n-1) of an id column: a hash, so blocks are even whatever the ids."""
+    from pyspark.sql import functions as F
+
+    # never a literal, even for n == 1: a constant key would turn the seen-pairs join into a
+    # broadcast nested-loop join (the seen pairs grow with the data)
+    return F.pmod(F.xxhash64(col), F.lit(n)).cast("int")
+
+
+def seen_blocks(seen, users, n_ub: int):
+    """Step 2's seen pairs ``DataFrame[_ub, _ss list<struct<_u, _i>>]``: the ``seen`` pairs of
+    ``users`` (all of them when None), grouped into ``n_ub`` user blocks. Pairs of users that
+    have no factors are carried but never match a scored user (:func:`_seen_cells`)."""
+    from pyspark.sql import functions as F
+
+    pairs = seen.select(F.col(USER_COL).cast("int").alias("_u"), F.col(ITEM_COL).cast("int").alias("_i"))
+    if users is not None:
+        wanted = users.select(F.col(USER_COL).cast("int").alias("_u")).distinct()
+        pairs = pairs.join(wanted, "_u", "left_semi")
+    return (pairs.withColumn("_ub", _block_of("_u", n_ub))
+            .groupBy("_ub")
+            .agg(F.collect_list(F.struct("_u", "_i")).alias("_ss")))
 
 
 def _block_scorer(k: int):

@@ -91,6 +91,7 @@ def test_standalone_cluster_matches_local(tmp_path, spark, bundled):
     # ALS: the same split and fit in this process's local[2] session. Same split content,
     # seed and blocks: the factors differ only by the order of floating-point sums
     from recsys.constants import DEFAULT_K, DEFAULT_RELEVANCE_THRESHOLD
+    from recsys.evaluation import HeldOut
     from recsys.jobs import ensure_split, fit_and_judge
     from recsys.models.als import ALSConfig
     from recsys.models.bias import BiasBaseline
@@ -99,8 +100,10 @@ def test_standalone_cluster_matches_local(tmp_path, spark, bundled):
     remote_tiny = json.loads((tiny_cluster_dir / "manifest.json").read_text())
     assert parts.manifest["digests"] == remote_tiny["digests"]
     train = parts.train.cache()
-    _, metrics, _ = fit_and_judge(ALSConfig(**ALS_ARGS), train, parts.validation, BiasBaseline().fit(train),
-                                  k=DEFAULT_K, relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD)
+    held = HeldOut(train, parts.validation, k=DEFAULT_K, relevance_threshold=DEFAULT_RELEVANCE_THRESHOLD,
+                   fallback=BiasBaseline().fit(train))
+    _, metrics, _ = fit_and_judge(ALSConfig(**ALS_ARGS), held)
+    held.release()
     train.unpersist()
     remote_metrics = als_run.data.metrics
     assert remote_metrics["val_rmse"] == pytest.approx(metrics["rmse"], abs=1e-6)

@@ -20,6 +20,7 @@ from recsys.constants import (
 )
 from recsys.errors import RecsysError
 from recsys.evaluation import (
+    HeldOut,
     evaluate,
     ranking_metrics,
     rating_metrics,
@@ -167,6 +168,21 @@ def test_evaluate_cold_start_fallback_and_coverage(spark):
     assert m[N_USERS] == 2 and m[N_USERS_NO_RELEVANT] == 0
     assert m[PRECISION] == pytest.approx((0 + 1 / 2) / 2)
     assert m[RECALL] == pytest.approx((0 + 1) / 2)
+
+
+def test_held_out_judges_many_models_as_evaluate_does(spark):
+    train = _ratings(spark, TRAIN)
+    heldout = _ratings(spark, [(2, 2, 3.0), (2, 9, 4.0), (3, 1, 5.0), (3, 2, 4.5)])
+    fallback = BiasBaseline(damping=1.0).fit(train)
+    held = HeldOut(train, heldout, k=2, fallback=fallback).prepare()
+    try:
+        for model in (PopularityRecommender(kind="damped_mean", damping=1.0).fit(train),
+                      PopularityRecommender(kind="count").fit(train)):
+            once = evaluate(model, train, heldout, k=2, fallback=fallback)
+            assert held.evaluate(model) == pytest.approx(once, nan_ok=True)
+    finally:
+        held.release()
+    assert fallback.user_bias.is_cached  # the caller's fallback is not released
 
 
 def test_evaluate_count_model_has_no_rating_metrics(spark):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recsys.evaluation import recommend
-from recsys.topk import top_k_unseen
+from recsys.topk import seen_blocks, top_k_unseen, user_blocks
 
 FACTORS = "id int, features array<float>"
 
@@ -49,6 +49,16 @@ def test_top_k_unseen_matches_brute_force(spark, blocks):
         assert [rank for rank, _, _ in rows] == list(range(1, len(rows) + 1))
         assert [(m, s) for _, m, s in rows] == expected[u]
     assert len(got[1]) == 1 and got[1][0][1] == 105
+
+    # a search's cache of grouped seen pairs (recsys.evaluation.HeldOut): same answer from it,
+    # and an entry for another user block count is never used
+    n_ub = user_blocks(6, blocks[0])
+    nothing = seen_df.limit(0)  # seen pairs the call below would use if it ignored the cache
+    cache = {n_ub: seen_blocks(seen_df, wanted, n_ub), n_ub + 1: seen_blocks(nothing, wanted, n_ub + 1)}
+    again = top_k_unseen(uf, itf, nothing, k, users=wanted, user_block=blocks[0],
+                         item_block=blocks[1], blocks=cache).collect()
+    assert sorted((r.userId, r.rank, r.movieId, r.score) for r in again) == sorted(
+        (u, rank, m, s) for u, rows in got.items() for rank, m, s in rows)
 
 
 class _NoFactors:
