@@ -245,7 +245,7 @@ def comparison_note(stage: str, log: str) -> str:
     """The figures a comparison stage printed: its ratio lines, or twins' candidates and recall."""
     lines = log.splitlines()
     if stage == "overhead":
-        keep = [ln for ln in lines if ln.startswith(("trial wall time", "bare ALS", "ratio", "warm-up"))]
+        keep = [ln for ln in lines if ln.startswith(("trial wall time", "ratio", "max metric", "warm-up"))]
     elif stage == "topk":
         keep = [ln for ln in lines if ln.startswith(("| blocked", "| naive", "| slack", "naive /"))]
     else:
