@@ -334,9 +334,9 @@ class HeldOut:
         if ratings:
             self.rated.count()
         self.truth.count()
-        n_users = self.users.join(self.train.select(USER_COL).distinct(), USER_COL, "left_semi").count()
         if factors:
-            n_ub = user_blocks(n_users)
+            in_train = self.users.join(self.train.select(USER_COL).distinct(), USER_COL, "left_semi")
+            n_ub = user_blocks(in_train.count())
             if n_ub not in self._blocks:
                 seen = self.train.select(USER_COL, ITEM_COL)
                 self._blocks[n_ub] = self._keep(seen_blocks(seen, self.users, n_ub))

@@ -325,15 +325,13 @@ def _compact(table):
 
 def _lookup(spark, table, key_col: str, value_col: str, *, side: str, out: str):
     """A one-factor ALSModel answering ``table[key]`` (NaN for a missing key); see module doc."""
-    from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import functions as F
 
     values = _compact(table.select(F.col(key_col).cast("int").alias("id"),
                                    F.array(F.col(value_col).cast("float")).alias("features")))
     one = spark.createDataFrame([(0, [1.0])], "id int, features array<float>")
     users, items = (values, one) if side == "user" else (one, values)
-    jvm_cls = spark.sparkContext._jvm.org.apache.spark.ml.recommendation.ALSModel
-    model = ALSModel(jvm_cls(f"recsys_{side}_bias", 1, users._jdf, items._jdf))
+    model = _factor_model(spark, f"recsys_{side}_bias", 1, users, items)
     user_col, item_col = (key_col, _ZERO) if side == "user" else (_ZERO, key_col)
     model.setUserCol(user_col).setItemCol(item_col).setPredictionCol(out).setColdStartStrategy("nan")
     return model
