@@ -1,7 +1,8 @@
 """One `als_search` trial against the same trial written by hand with Spark's built-ins.
 
     python experiments/bench_trial_overhead.py --data <release> --split-dir <split> [--trials 3]
-        [--max-iter 10] [--max-rank 32] [--hand-timeout 1800] [--out results/trial_overhead.md]
+        [--max-iter 10] [--max-rank 32] [--hand-timeout 1800] [--no-hand]
+        [--out results/trial_overhead.md]
 
 In one Spark session, on the same cached train and validation data:
 
@@ -27,7 +28,8 @@ ratios (trial / hand-written, evaluation / fit, logging / fit) and the largest m
 difference between the two; then the medians and ranges. A hand-written trial that runs past
 ``--hand-timeout`` seconds is cancelled (its Spark jobs are stopped), and one that fails (out of
 memory or disk) is stopped too; either is reported with the step it reached, and the later
-hand-written trials are not run.
+hand-written trials are not run. ``--no-hand`` runs the search's trials only (for repeated
+measurements of evaluation / fit and logging / fit).
 """
 
 from __future__ import annotations
@@ -217,6 +219,8 @@ def main(argv=None, rows_out: list | None = None) -> int:
     parser.add_argument("--relevance-threshold", type=float, default=4.0)
     parser.add_argument("--hand-timeout", type=float, default=1800.0,
                         help="seconds after which a hand-written trial is cancelled")
+    parser.add_argument("--no-hand", action="store_true",
+                        help="the search's trials only (fit, evaluation, logging), no hand-written route")
     parser.add_argument("--spark-master", default="")
     parser.add_argument("--spark-conf", action="append", default=[])
     parser.add_argument("--out", default="", help="also write the table (markdown) to this file")
@@ -270,9 +274,11 @@ def main(argv=None, rows_out: list | None = None) -> int:
     rows, cancelled = [], None
     for run in children:
         config = ALSConfig(**{f: run.data.params[f] for f in ALSConfig.field_names()})  # strings ok
-        if cancelled is not None:  # the same route on the same data: it would be cancelled again
+        if cancelled is not None or args.no_hand:  # (the same route on the same data: it would be
+            # cancelled again)
+            why = "--no-hand" if args.no_hand else "an earlier hand-written trial was cancelled"
             hand = {"total": float("nan"), "seconds": {}, "stopped": "not run", "metrics": {},
-                    "notes": ["not run: an earlier hand-written trial was cancelled"]}
+                    "notes": [f"not run: {why}"]}
         else:
             print(f"hand-written trial: rank {config.rank}, reg_param {config.reg_param:.4g}", flush=True)
             hand = hand_written_trial(spark, config.as_params(), train, validation, fallback, args.k,
@@ -321,6 +327,8 @@ def main(argv=None, rows_out: list | None = None) -> int:
                      + " (target <= 1.0)")
         lines.append("max metric difference (rmse, precision, recall, ndcg, map at k): "
                      f"{max(r['diff'] for r in finished):.2e} (target <= 1e-6)")
+    elif args.no_hand:
+        lines.append("ratio trial / hand-written: not measured (--no-hand)")
     else:
         lines.append("ratio trial / hand-written: no hand-written trial finished within "
                      f"{args.hand_timeout:.0f}s; trial / time spent before the cancel: "

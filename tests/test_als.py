@@ -163,6 +163,46 @@ def test_predict_is_null_for_cold_start_and_clipped(spark):
     assert 0.5 <= got[(1, 1)] <= 5.0
 
 
+@pytest.mark.parametrize("biases", [True, False])
+def test_served_explicit_model_answers_the_baseline_from_its_one_als_stage(spark, biases):
+    """One ALS stage serves both the model and the bias baseline (sentinel rows; no lookup
+    stages): known pairs score as predict, a cold user or movie gets mu + the other's offset, both
+    cold get mu, all clipped, rows in input order; the recommender comes back without sentinels."""
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import functions as F
+
+    from recsys.models.als import SENTINEL_ID
+    from recsys.models.bias import BiasBaseline
+
+    train = _checkerboard(spark)
+    fallback = BiasBaseline().fit(train)
+    model = ALSRecommender(rank=2, max_iter=3, seed=1, biases=biases, baseline=fallback).fit(train)
+    served = model.serving_model(fallback)
+    assert [type(s).__name__ for s in served.stages] == ["SQLTransformer", "ALSModel", "SQLTransformer"]
+    users, movies = [2, 99, 1, 3, 98, 5, 0], [4, 1, 77, 2, 76, 7, 3]
+    query = spark.createDataFrame(list(zip(users, movies, strict=True)), "userId long, movieId long")
+    got = [r["prediction"] for r in served.transform(query).collect()]
+    own = {(r["userId"], r["movieId"]): r["prediction"] for r in model.predict(query).collect()}
+    mu = fallback.global_mean
+    b_u = dict(fallback.user_bias.select("userId", "user_bias").collect())
+    b_i = dict(fallback.item_bias.select("movieId", "item_bias").collect())
+    for user, movie, value in zip(users, movies, got, strict=True):
+        expected = own[(user, movie)]
+        if expected is None:
+            expected = min(max(mu + b_u.get(user, 0.0) + b_i.get(movie, 0.0), 0.5), 5.0)
+        assert value == pytest.approx(expected, abs=1e-5), (user, movie)
+    assert got[4] == pytest.approx(mu, abs=1e-12)  # both unknown: the global mean itself
+    again = ALSRecommender.from_serving_model(served, model.config)
+    user_ids = {r["id"] for r in again.model.userFactors.collect()}
+    assert SENTINEL_ID not in user_ids and user_ids == set(range(1, 13))
+    assert again.model.itemFactors.where(F.col("id") == SENTINEL_ID).count() == 0
+    known = spark.createDataFrame([(u, m) for u in (1, 2) for m in (1, 4, 9)], "userId int, movieId int")
+    before = {(r["userId"], r["movieId"]): r["prediction"] for r in model.predict(known).collect()}
+    after = {(r["userId"], r["movieId"]): r["prediction"] for r in again.predict(known).collect()}
+    assert after == before  # the appended factors (biases=False) add exactly 0
+    assert isinstance(served.stages[1], ALSModel)
+
+
 @pytest.mark.slow
 def test_serving_model_through_pyfunc(spark, tmp_path):
     """The logged form: pyfunc predicts ALS where it can and the bias baseline elsewhere, in input

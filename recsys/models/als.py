@@ -19,22 +19,25 @@ Two feedback modes (``ALSConfig.implicit_prefs``):
 ``PipelineModel`` made only of JVM stages, so ``mlflow.pyfunc.load_model`` and
 ``mlflow.spark.load_model`` need nothing but pyspark (no recsys code travels with the model):
 
-1. ``SQLTransformer``: numbers the input rows (``_recsys_row``) and adds a constant id 0
-   (``_recsys_zero``);
-2. the fitted ``ALSModel`` (``coldStartStrategy="nan"``) -> ``_recsys_als``;
-3. explicit mode only, two one-factor ``ALSModel`` lookups holding the evaluation's
-   :class:`~recsys.models.bias.BiasBaseline` offsets: user offsets keyed by ``userId`` against
-   item id 0 (factor 1.0) -> ``_recsys_bu``, and movie offsets keyed by ``movieId`` against user
-   id 0 -> ``_recsys_bi``. An ALS model is a distributed id -> vector lookup plus a dot product,
-   which is exactly a join with a bias table; MovieLens ids are >= 1, so 0 is free;
-4. ``SQLTransformer``: ``prediction`` = the clipped ALS rating, or where ALS gives NaN (an
-   unknown user or movie) the bias baseline ``mu + b_user + b_movie`` (offset 0 when unknown),
-   clipped; in implicit mode NaN becomes 0.0 (no evidence of preference). Rows come back in
-   input order (ALS's joins shuffle them; pyfunc pairs outputs with inputs by position).
+- **implicit**: ``SQLTransformer`` numbering the input rows (``_recsys_row``); the fitted
+  ``ALSModel`` (``coldStartStrategy="nan"``) -> ``_recsys_als``; ``SQLTransformer``:
+  ``prediction`` = the score, 0.0 where ALS gives NaN (an unknown user or movie: no evidence of
+  preference), rows back in input order (ALS's joins shuffle them; pyfunc pairs outputs with
+  inputs by position).
+- **explicit**: the same three stages, but the ``ALSModel`` also answers the evaluation's
+  :class:`~recsys.models.bias.BiasBaseline` (see :func:`_with_fallback`): a sentinel user and
+  movie (id 0: MovieLens ids are >= 1) such that (user, 0) scores ``mu + b_user``, (0, movie)
+  ``mu + b_movie`` and (0, 0) ``mu``. With ``biases`` the folded factors already hold the offsets
+  and the sentinels are two more rows; without, two factors are appended. The first stage keeps
+  each input row as a struct and asks ALS three times: (user, movie), (user, 0), (0, movie); the
+  last takes the first answer that is not NaN, else ``mu`` (both unknown), clips it to the rating
+  scale, and returns the input rows in their order. An earlier version answered the fallback
+  with two one-factor ``ALSModel`` lookups: 12 Spark write jobs per logged model instead of 6.
 
-So the logged model predicts exactly what the evaluation scored: ALS where it can, the same
-bias baseline where it cannot, never NaN. The lookups are built with the JVM ``ALSModel``
-constructor, which Scala marks ``private[ml]`` (public in bytecode); the tests pin it.
+So the logged model predicts what the evaluation scored: ALS where it can, the same bias baseline
+where it cannot (to float32 precision: ``mu`` plus an offset is stored as a factor), never NaN. The
+served ``ALSModel`` is built with the JVM constructor, which Scala marks ``private[ml]`` (public in
+bytecode); the tests pin it.
 """
 
 from __future__ import annotations
@@ -58,7 +61,10 @@ from recsys.errors import RecsysError
 from recsys.models.base import Recommender, read_meta
 from recsys.params import MAX_ITER, SEED, check_int, param, validate
 
-_ROW, _ZERO, _ALS, _BU, _BI = "_recsys_row", "_recsys_zero", "_recsys_als", "_recsys_bu", "_recsys_bi"
+_ROW, _ALS, _IN, _TRY = "_recsys_row", "_recsys_als", "_recsys_in", "_recsys_try"
+_PU, _PI, _K = "_recsys_user", "_recsys_movie", "_recsys_k"
+#: The id of an explicit served model's fallback rows (MovieLens ids are >= 1; see _with_fallback).
+SENTINEL_ID = 0
 
 
 @dataclass(frozen=True)
@@ -232,42 +238,57 @@ class ALSRecommender(Recommender):
         from pyspark.ml.feature import SQLTransformer
 
         self._check_fitted()
-        number = SQLTransformer(
-            statement=f"SELECT *, monotonically_increasing_id() AS {_ROW}, 0 AS {_ZERO} FROM __THIS__")
         spark = self.model.userFactors.sparkSession
-        # the same factors in fewer partitions: each partition is a file the model's save writes
-        # and MLflow copies (ALS's 10 blocks gave 154 files and 3.6 s of logging at 1M ratings)
-        als = _factor_model(spark, self.model.uid, self.model.rank, _compact(self.model.userFactors),
-                            _compact(self.model.itemFactors))
-        als.setPredictionCol(_ALS)
-        stages = [number, als]
-        if self.predicts_ratings:
-            if fallback is None or getattr(fallback, "global_mean", None) is None:
-                raise RecsysError("als serving model: explicit mode needs a fitted BiasBaseline fallback")
-            stages += [_lookup(spark, fallback.user_bias, USER_COL, "user_bias", side="user", out=_BU),
-                       _lookup(spark, fallback.item_bias, ITEM_COL, "item_bias", side="item", out=_BI)]
-            lo, hi = repr(float(MIN_RATING)), repr(float(MAX_RATING))
-            base = f"{float(fallback.global_mean)!r} + nanvl({_BU}, 0.0) + nanvl({_BI}, 0.0)"
-            value = (f"CASE WHEN {_ALS} IS NULL OR isnan({_ALS}) THEN least(greatest({base}, {lo}), {hi}) "
-                     f"ELSE least(greatest({_ALS}, {lo}), {hi}) END")
-            drop = f"{_ROW}, {_ZERO}, {_ALS}, {_BU}, {_BI}"
-        else:
+        numbered = f"SELECT *, monotonically_increasing_id() AS {_ROW} FROM __THIS__"
+        if not self.predicts_ratings:
+            # the same factors in fewer partitions: each partition is a file the model's save
+            # writes and MLflow copies (ALS's 10 blocks gave 154 files and 3.6 s of logging at 1M)
+            als = _factor_model(spark, self.model.uid, self.model.rank,
+                                _compact(self.model.userFactors), _compact(self.model.itemFactors))
+            als.setPredictionCol(_ALS)
             value = f"CASE WHEN {_ALS} IS NULL OR isnan({_ALS}) THEN 0.0 ELSE {_ALS} END"
-            drop = f"{_ROW}, {_ZERO}, {_ALS}"
-        stages.append(SQLTransformer(
-            statement=f"SELECT * EXCEPT ({drop}), CAST({value} AS DOUBLE) AS {PREDICTION_COL} "
-                      f"FROM __THIS__ ORDER BY {_ROW}"))
+            return PipelineModel(stages=[
+                SQLTransformer(statement=numbered), als,
+                SQLTransformer(statement=f"SELECT * EXCEPT ({_ROW}, {_ALS}), CAST({value} AS DOUBLE) "
+                                         f"AS {PREDICTION_COL} FROM __THIS__ ORDER BY {_ROW}")])
+        if fallback is None or getattr(fallback, "global_mean", None) is None:
+            raise RecsysError("als serving model: explicit mode needs a fitted BiasBaseline fallback")
+        mu = float(fallback.global_mean)
+        als = _factor_model(spark, self.model.uid, *_with_fallback(self.model, fallback, self.config.biases))
+        als.setUserCol(_PU).setItemCol(_PI).setPredictionCol(_ALS)
+        # each input row three times: (user, movie), (user, SENTINEL), (SENTINEL, movie); the
+        # first that ALS can score wins (_K orders them), else both are unknown: mu
+        user, movie = f"{_IN}.{USER_COL}", f"{_IN}.{ITEM_COL}"
+        tries = ", ".join(f"named_struct('{_PU}', {u}, '{_PI}', {i}, '{_K}', {k})" for k, (u, i) in
+                          enumerate([(user, movie), (user, SENTINEL_ID), (SENTINEL_ID, movie)]))
+        explode = (f"SELECT * FROM (SELECT struct(*) AS {_IN}, monotonically_increasing_id() AS {_ROW} "
+                   f"FROM __THIS__) LATERAL VIEW inline(array({tries})) {_TRY}")
+        lo, hi = repr(float(MIN_RATING)), repr(float(MAX_RATING))
+        pick = f"min_by({_ALS}, {_K}) FILTER (WHERE NOT isnan({_ALS}))"
+        value = f"least(greatest(coalesce({pick}, {mu!r}), {lo}), {hi})"
+        collect = (f"SELECT {_IN}.*, {PREDICTION_COL} FROM (SELECT {_ROW}, first({_IN}) AS {_IN}, "
+                   f"CAST({value} AS DOUBLE) AS {PREDICTION_COL} FROM __THIS__ GROUP BY {_ROW}) "
+                   f"ORDER BY {_ROW}")
+        stages = [SQLTransformer(statement=explode), als, SQLTransformer(statement=collect)]
         return PipelineModel(stages=stages)
 
     @staticmethod
     def from_serving_model(pipeline_model, config: ALSConfig) -> ALSRecommender:
-        """The recommender inside a model built by :meth:`serving_model` (its ALS stage)."""
+        """The recommender inside a model built by :meth:`serving_model`: its ALS stage, without
+        an explicit model's sentinel rows (with ``biases`` false, its two appended factors stay:
+        they add exactly 0 to every score)."""
         from pyspark.ml.recommendation import ALSModel
+        from pyspark.sql import functions as F
 
         als = [s for s in pipeline_model.stages if isinstance(s, ALSModel)]
         if not als:
             raise RecsysError("this pipeline model holds no ALS stage: not a recsys ALS model")
-        return ALSRecommender.from_model(als[0], config)
+        model = als[0]
+        if model.isDefined(model.userCol) and model.getUserCol() == _PU:  # explicit: see _with_fallback
+            real = F.col("id") != SENTINEL_ID
+            model = _factor_model(model.userFactors.sparkSession, model.uid, model.rank,
+                                  model.userFactors.where(real), model.itemFactors.where(real))
+        return ALSRecommender.from_model(model, config)
 
 
 def _with_biases(residual_model, bias):
@@ -314,24 +335,57 @@ def _factor_model(spark, uid: str, rank: int, users, items):
 BYTES_PER_FILE = 128 * 1024 * 1024
 
 
-def _compact(table):
-    """``table`` in one partition per ``BYTES_PER_FILE`` of its size as Spark's planner estimates
-    it (exact for a cached table; no Spark job: a count per table cost 0.27 s), never more
-    partitions than it has."""
+def _files(table) -> int:
+    """Partitions for ``table`` in a saved model: one per ``BYTES_PER_FILE`` of its size as
+    Spark's planner estimates it (exact for a cached table; no Spark job: a count per table cost
+    0.27 s), never more than it has."""
     size = table._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
     wanted = math.ceil(int(str(size)) / BYTES_PER_FILE)
-    return table.coalesce(max(1, min(wanted, table.rdd.getNumPartitions())))
+    return max(1, min(wanted, table.rdd.getNumPartitions()))
 
 
-def _lookup(spark, table, key_col: str, value_col: str, *, side: str, out: str):
-    """A one-factor ALSModel answering ``table[key]`` (NaN for a missing key); see module doc."""
+def _compact(table):
+    """``table`` in :func:`_files` partitions (each partition is a file the model's save writes)."""
+    return table.coalesce(_files(table))
+
+
+def _with_fallback(model, fallback, folded: bool):
+    """``(rank, users, items)``: the factor tables of an explicit model's served ``ALSModel``,
+    which also scores the bias baseline (``mu``, offsets ``b``) where ``model`` cannot: a
+    sentinel user and movie (id :data:`SENTINEL_ID`) such that (user, sentinel) scores
+    ``mu + b_user``, (sentinel, movie) ``mu + b_movie`` and (sentinel, sentinel) ``mu``, while
+    every (user, movie) of ``model`` scores as before.
+
+    - ``folded`` (``biases``: the factors are ``[p_u, 1, mu + b_u]`` and ``[q_i, b_i, 1]``, with
+      ``fallback`` the baseline folded in): only the sentinels are added, user
+      ``[0, 1, mu]`` and movie ``[0, 0, 1]``. No join, so the model's save runs no extra job.
+    - otherwise two factors are appended, user ``[f_u, mu + b_u, 0]`` and movie
+      ``[g_i, 0, mu + b_i]`` (a missing offset counts 0, as in the baseline), with sentinels
+      ``[0, mu, 1]`` and ``[0, 1, 0]``. The extra products are exactly 0 for every (user, movie).
+    """
     from pyspark.sql import functions as F
 
-    values = _compact(table.select(F.col(key_col).cast("int").alias("id"),
-                                   F.array(F.col(value_col).cast("float")).alias("features")))
-    one = spark.createDataFrame([(0, [1.0])], "id int, features array<float>")
-    users, items = (values, one) if side == "user" else (one, values)
-    model = _factor_model(spark, f"recsys_{side}_bias", 1, users, items)
-    user_col, item_col = (key_col, _ZERO) if side == "user" else (_ZERO, key_col)
-    model.setUserCol(user_col).setItemCol(item_col).setPredictionCol(out).setColdStartStrategy("nan")
-    return model
+    spark = model.userFactors.sparkSession
+    mu = float(fallback.global_mean)
+    files = _files(model.userFactors), _files(model.itemFactors)
+    if folded:
+        rank, users, items = model.rank, model.userFactors, model.itemFactors
+        sentinels = [0.0] * (rank - 2) + [1.0, mu], [0.0] * (rank - 2) + [0.0, 1.0]
+    else:
+        rank = model.rank + 2
+
+        zero = F.lit(0.0).cast("float")
+
+        def with_offset(factors, offsets, key, column, user_side):
+            offset = (F.lit(mu) + F.coalesce(F.col(column), F.lit(0.0))).cast("float")
+            tail = F.array(offset, zero) if user_side else F.array(zero, offset)
+            return (factors.join(offsets.select(F.col(key).cast("int").alias("id"), column), "id", "left")
+                    .select("id", F.concat("features", tail).alias("features")))
+
+        users = with_offset(model.userFactors, fallback.user_bias, USER_COL, "user_bias", True)
+        items = with_offset(model.itemFactors, fallback.item_bias, ITEM_COL, "item_bias", False)
+        sentinels = [0.0] * model.rank + [mu, 1.0], [0.0] * model.rank + [1.0, 0.0]
+    schema = "id int, features array<float>"
+    # as many partitions (files in the saved model) as the factor tables get alone
+    return rank, *(table.unionByName(spark.createDataFrame([(SENTINEL_ID, vector)], schema)).coalesce(n)
+                   for table, vector, n in zip((users, items), sentinels, files, strict=True))
