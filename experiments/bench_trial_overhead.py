@@ -305,12 +305,13 @@ def main(argv=None, rows_out: list | None = None) -> int:
     for i, r in enumerate(rows):
         steps = ", ".join(f"{name} {s:.1f}" for name, s in r["hand_steps"].items() if name != "fit")
         stopped = " (stopped)" if r["stopped"] else ""
+        hand_s = "not run" if args.no_hand else f"{r['hand']:.1f}{stopped}"
         if r["stopped"]:
             steps += f"; {'; '.join(r['notes'])}"
         else:
             steps += f" ({'; '.join(r['notes'])})"
         lines.append(f"| {i} | {r['rank']} | {r['reg']:.3g} | {r['trial']:.1f} | {r['fit']:.1f} | "
-                     f"{r['eval']:.1f} | {r['log']:.1f} | {r['hand']:.1f}{stopped} | "
+                     f"{r['eval']:.1f} | {r['log']:.1f} | {hand_s} | "
                      f"{r['hand_fit']:.1f} | {steps} | {r['trial'] / r['hand']:.2f} | "
                      f"{r['eval'] / r['fit']:.2f} | {r['log'] / r['fit']:.2f} | {r['diff']:.1e} |")
 
