@@ -59,14 +59,22 @@ def list_differences(model, top, users, train, k: int) -> str:
     (:func:`recsys.topk.top_k_unseen` on the same factors): how many users' lists differ, and
     the largest float64 score by which a movie only in the protocol's list beats one only in the
     hand-written list (Spark's ``recommendForUserSubset`` ranks on float32 scores; the protocol
-    ranks candidates on float64, then movieId)."""
+    ranks candidates on float64, then movieId); and for how many users the protocol's ``k``-th
+    and ``k + 1``-th scores are closer than one float32 step (2**-23 of the score), the pairs
+    whose order a float32 ranking cannot tell."""
     from pyspark.sql import functions as F
 
-    from recsys.constants import ITEM_COL, USER_COL
+    from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, USER_COL
     from recsys.topk import top_k_unseen
 
-    ours = (top_k_unseen(model.userFactors, model.itemFactors, train.select(USER_COL, ITEM_COL), k,
-                         users=users).select(USER_COL, ITEM_COL, F.lit(1).alias("_o")))
+    deeper = top_k_unseen(model.userFactors, model.itemFactors, train.select(USER_COL, ITEM_COL), k + 1,
+                          users=users).cache()
+    edge = deeper.groupBy(USER_COL).agg(
+        F.max(F.when(F.col(RANK_COL) == k, F.col(SCORE_COL))).alias("_sk"),
+        F.max(F.when(F.col(RANK_COL) == k + 1, F.col(SCORE_COL))).alias("_sk1"))
+    close = edge.agg(F.count(F.lit(1)).alias("n"), F.sum(
+        (F.col("_sk") - F.col("_sk1") < F.abs("_sk") * 2.0 ** -23).cast("int")).alias("close")).first()
+    ours = deeper.filter(F.col(RANK_COL) <= k).select(USER_COL, ITEM_COL, F.lit(1).alias("_o"))
     hand = top.select(USER_COL, ITEM_COL, F.lit(1).alias("_h"))
     diff = ours.join(hand, [USER_COL, ITEM_COL], "full").filter(F.col("_o").isNull() | F.col("_h").isNull())
     uf = model.userFactors.select(F.col("id").alias(USER_COL), F.col("features").alias("_uf"))
@@ -79,9 +87,11 @@ def list_differences(model, top, users, train, k: int) -> str:
                      F.max(F.when(F.col("_h").isNotNull(), F.col("_s"))).alias("_hand")))
     row = per_user.agg(F.count(F.lit(1)).alias("n"), F.max(F.col("_ours") - F.col("_hand")).alias("gap"),
                        F.max(F.abs("_ours")).alias("scale")).first()
+    deeper.unpersist()
     return (f"top-{k} lists differ for {row['n']} user(s); largest float64 score margin of a movie only "
             f"in the protocol's list over one only in Spark's: {row['gap'] or 0.0:.2e} "
-            f"(scores up to {row['scale'] or 0.0:.2f})")
+            f"(scores up to {row['scale'] or 0.0:.2f}); {close['close'] or 0} of {close['n']} users' "
+            f"{k}th and {k + 1}th scores are closer than one float32 step")
 
 
 def hand_written_trial(spark, params: dict, train, validation, fallback, k: int, threshold: float,
