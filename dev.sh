@@ -51,7 +51,7 @@ case "$cmd" in
     ;;
   test)
     setup
-    python -m tests.jvm_archive  # once per venv: the tests' JVM starts faster with it
+    python -m tests.support.jvm_archive  # once per venv: the tests' JVM starts faster with it
     ruff check .
     filter=(-m "$FAST")
     for arg in "$@"; do
@@ -67,7 +67,7 @@ case "$cmd" in
     ;;
   test-all)
     setup
-    python -m tests.jvm_archive
+    python -m tests.support.jvm_archive
     ruff check .
     exec python -m pytest --durations=25 "$@"
     ;;

@@ -35,8 +35,8 @@ def child(args) -> None:
     from pyspark.ml.evaluation import RegressionEvaluator
     from pyspark.ml.recommendation import ALS
 
-    from recsys.data.movielens import load_movielens
-    from recsys.spark import get_spark
+    from recsys.core import get_spark
+    from recsys.data import load_movielens
 
     spark = get_spark(args.spark_master)
     jvm = spark.sparkContext._jvm

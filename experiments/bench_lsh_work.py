@@ -42,18 +42,18 @@ def main(argv=None) -> int:
     from pyspark.sql import functions as F
 
     from recsys import jobs
-    from recsys.data.movielens import load_movielens
-    from recsys.twins import TwinsConfig
-    from recsys.twins_candidates import (
-        _vectors,
+    from recsys.data import load_movielens
+    from recsys.mlops import spark_session
+    from recsys.twins import (
+        TwinsConfig,
         banded_candidates,
         choose_bands,
         minhash_model,
+        set_vectors,
         signatures,
         user_sets,
     )
-
-    spark = jobs.spark_session(args.spark_master, ())
+    spark = spark_session(args.spark_master, ())
     config = TwinsConfig(min_ratings=args.min_ratings)
     ratings = load_movielens(spark, jobs.data_source(args.data), progress=print).ratings
     t0 = time.time()
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     print(f"users kept {us.users_kept}, movies {us.n_movies} ({time.time() - t0:.1f}s)")
 
     t = time.time()
-    vectors = _vectors(us.sets, us.n_movies)
+    vectors = set_vectors(us.sets, us.n_movies)
     hashed = minhash_model(vectors, args.approx_tables, config.seed).transform(vectors)
     keys = (hashed.select("user", F.posexplode("hashes").alias("table", "h"))
             .select("user", "table", vector_to_array("h")[0].alias("value")))

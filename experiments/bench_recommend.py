@@ -190,25 +190,35 @@ def compare_outputs(a, b, tol: float = 1e-4) -> dict:
 # ---------------------------------------------------------------- parts
 
 
+def _sibling(name: str):
+    """Another script of experiments/, loaded by its path (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def part_compare(args, rec: Recorder) -> None:
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from benchmark import parse_scale, release_for  # noqa: E402  (the benchmark's release cache)
+    benchmark = _sibling("benchmark")  # the benchmark's release cache
+    parse_scale, release_for = benchmark.parse_scale, benchmark.release_for
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from recsys import jobs
-    from recsys.batch import recommend_all
-    from recsys.data.synthetic import scaled_config
-    from recsys.models.als import ALSConfig, ALSRecommender
-
-    spark = jobs.spark_session(args.spark_master, args.spark_conf)
+    from recsys.data import scaled_config
+    from recsys.mlops import spark_session
+    from recsys.models import ALSConfig, ALSRecommender
+    from recsys.recommend import recommend_all
+    spark = spark_session(args.spark_master, args.spark_conf)
     work = Path(args.work_dir).resolve()
     for label in [s.strip() for s in args.scales.split(",") if s.strip()]:
         config = scaled_config(parse_scale(label), seed=42)
         release = release_for(config, work)
         if not (release / "synthetic_stats.json").exists():
             print(f"[bench] {label}: generating {release}", flush=True)
-            from recsys.data.synthetic import generate
+            from recsys.data import generate
 
             generate(spark, config, str(release), progress=print)
         split_dir = str(work / f"recommend-split-{label}")
@@ -275,10 +285,10 @@ def check_equal(rec, common, outputs, fit_seconds, max_seen) -> None:
 def part_full(args, rec: Recorder) -> None:
     from pyspark.sql import functions as F
 
-    from recsys import jobs
-    from recsys.batch import recommend_all
+    from recsys.mlops import spark_session
+    from recsys.recommend import recommend_all
 
-    spark = jobs.spark_session(args.spark_master, args.spark_conf)
+    spark = spark_session(args.spark_master, args.spark_conf)
     scratch = Path(tempfile.mkdtemp(prefix="bench-recommend-full-", dir=args.work_dir))
     rank = args.rank
 
@@ -358,7 +368,6 @@ def main(argv=None) -> int:
     parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     rec = Recorder(Path(args.results))

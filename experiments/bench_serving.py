@@ -64,11 +64,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a file from anywhere: recsys is the project's package
-    sys.path.insert(0, str(ROOT))
 
-from recsys.data.synthetic import POPULARITY_EXPONENT, POPULARITY_OFFSET, USER_SIGMA  # noqa: E402
-from recsys.factors import FORMAT, META_FILE, POPULAR_N  # noqa: E402
+from recsys.data import POPULARITY_EXPONENT, POPULARITY_OFFSET, USER_SIGMA  # noqa: E402
+from recsys.recommend import FORMAT, META_FILE, POPULAR_N  # noqa: E402
 
 DEFAULT_SCRATCH = ROOT / "outputs" / "benchmark" / "serving"
 DEFAULT_RESULTS = ROOT / "experiments" / "results" / "serving"
@@ -255,7 +253,7 @@ def build_model(scratch: Path, scale: Scale, say=print) -> Path:
     import mlflow
     import pandas as pd
 
-    from recsys import serving
+    from recsys.recommend import serving
 
     base = scratch / scale.name()
     factors_dir, model_dir = base / "factors", base / "model"

@@ -39,11 +39,11 @@ def main(argv=None) -> int:
     from pyspark.sql import functions as F
 
     from recsys import jobs
-    from recsys.constants import DEFAULT_RELEVANCE_THRESHOLD, ITEM_COL, RATING_COL, USER_COL
+    from recsys.core.constants import DEFAULT_RELEVANCE_THRESHOLD, ITEM_COL, RATING_COL, USER_COL
     from recsys.evaluation import recommend
-    from recsys.models.als import ALSConfig, ALSRecommender
-
-    spark = jobs.spark_session(args.spark_master, ())
+    from recsys.mlops import spark_session
+    from recsys.models import ALSConfig, ALSRecommender
+    spark = spark_session(args.spark_master, ())
     loaded = jobs.ensure_split(spark, args.data, args.split_dir)
     train, validation = loaded.train.cache(), loaded.validation.cache()
     train.count(), validation.count()

@@ -64,8 +64,8 @@ def list_differences(model, top, users, train, k: int) -> str:
     whose order a float32 ranking cannot tell."""
     from pyspark.sql import functions as F
 
-    from recsys.constants import ITEM_COL, RANK_COL, SCORE_COL, USER_COL
-    from recsys.topk import top_k_unseen
+    from recsys.core.constants import ITEM_COL, RANK_COL, SCORE_COL, USER_COL
+    from recsys.evaluation import top_k_unseen
 
     deeper = top_k_unseen(model.userFactors, model.itemFactors, train.select(USER_COL, ITEM_COL), k + 1,
                           users=users).cache()
@@ -105,8 +105,8 @@ def hand_written_trial(spark, params: dict, train, validation, fallback, k: int,
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from recsys.constants import ALS_BLOCKS_CONF, ITEM_COL, MAX_RATING, MIN_RATING, RATING_COL, USER_COL
-    from recsys.models.als import _with_biases
+    from recsys.core.constants import ALS_BLOCKS_CONF, ITEM_COL, MAX_RATING, MIN_RATING, RATING_COL, USER_COL
+    from recsys.models import with_biases
 
     sc = spark.sparkContext
     group = f"hand-{time.time_ns()}"
@@ -134,7 +134,7 @@ def hand_written_trial(spark, params: dict, train, validation, fallback, k: int,
         if blocks:
             als.setNumBlocks(int(blocks))
         if params["biases"]:
-            model = _with_biases(als.fit(fallback.cached_residuals(train)), fallback)
+            model = with_biases(als.fit(fallback.cached_residuals(train)), fallback)
         else:
             model = als.fit(train)
             model.userFactors.cache().count(), model.itemFactors.cache().count()
@@ -246,17 +246,18 @@ def main(argv=None, rows_out: list | None = None) -> int:
     from pyspark.ml.recommendation import ALS
 
     from recsys import jobs
-    from recsys.constants import ITEM_COL, RATING_COL, USER_COL
-    from recsys.models.als import ALSConfig
+    from recsys.core.constants import ITEM_COL, RATING_COL, USER_COL
+    from recsys.models import ALSConfig
+    from recsys.search import DEFAULT_SPACE, resolve_space_path
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    space = capped_space(os.path.join(here, "search_space.yaml"), args.max_rank,
+    space = capped_space(resolve_space_path(DEFAULT_SPACE), args.max_rank,
                          os.path.join(tmp, "space.yaml"))
-    spark = jobs.spark_session(args.spark_master, tuple(args.spark_conf))
+    from recsys.mlops import spark_session
+    spark = spark_session(args.spark_master, tuple(args.spark_conf))
     jobs.ensure_split(spark, args.data, args.split_dir)  # make the default split if missing
     split_copy = os.path.join(tmp, "split")
     shutil.copytree(args.split_dir, split_copy, ignore=shutil.ignore_patterns("_searches"))
-    loaded, train, validation, fallback = jobs._cached_split(spark, args.data, split_copy)
+    loaded, train, validation, fallback = jobs.cached_split(spark, args.data, split_copy)
     counts = loaded.manifest["counts"]["train"]
     print(f"train: {counts['rows']:,} ratings, {counts['users']:,} users, {counts['items']:,} movies",
           flush=True)

@@ -184,7 +184,7 @@ def command_options(env: dict, command: str) -> set[str]:
 
 def release_for(config, work_dir: Path) -> Path:
     """Cache location of a release: named by its parameters."""
-    from recsys.data.synthetic import GENERATOR_VERSION
+    from recsys.data import GENERATOR_VERSION
 
     params = json.dumps({**config.as_params(), "generator_version": GENERATOR_VERSION}, sort_keys=True)
     key = hashlib.sha256(params.encode()).hexdigest()[:10]
@@ -218,7 +218,7 @@ def write_reports(rows: list[dict], results: Path) -> None:
             "`load`: the machine's 1-minute load average when the stage started.\n\n"
             + "\n".join(lines) + "\n" + ("\nNotes:\n" + "\n".join(notes) + "\n" if notes else ""))
     (results / "benchmark.md").write_text(text)
-    from recsys.plots import benchmark_times
+    from recsys.mlops import benchmark_times
 
     ok = [dict(r, ratings=int(r["ratings"]), seconds=float(r["seconds"]))  # comparisons: table only
           for r in rows if r["status"] == "ok" and r["stage"] in STAGES + ("synthesize",)]
@@ -300,8 +300,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder of each scale")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT))
-    from recsys.data.synthetic import scaled_config
+    from recsys.data import scaled_config
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip() and s.strip() != "none"]
     unknown = [s for s in stages if s not in STAGES + COMPARISONS]

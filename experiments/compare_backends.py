@@ -2,7 +2,7 @@
 
     python experiments/compare_backends.py [--trials 20] [--seeds 3] [--feedback explicit,implicit]
         [--backends hyperopt,optuna] [--out experiments/results] [--split-dir outputs/split]
-        [--data bundled] [--max-iter 10] [--space experiments/search_space.yaml]
+        [--data bundled] [--max-iter 10] [--space default]
         [--state-dir outputs/compare_backends] [--spark-master ...]
 
 For every feedback mode x backend x seed (seeds 42, 43, ... : the search's seed, which also seeds
@@ -39,7 +39,7 @@ def _csv_list(text: str) -> list[str]:
 
 
 def parse_args(argv=None):
-    from recsys.constants import DEFAULT_SEED
+    from recsys.core.constants import DEFAULT_SEED
     from recsys.search import BACKENDS, DEFAULT_SPACE, FEEDBACK_MODES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,11 +68,11 @@ def parse_args(argv=None):
 def run_one(spark, split, args, feedback: str, backend: str, seed: int, progress) -> list[dict]:
     """One search; its CSV rows (one per trial, in order)."""
     from recsys import jobs
+    from recsys.core import released_caches
     from recsys.evaluation import HeldOut
     from recsys.search import (
         SearchConfig,
         load_space,
-        released_caches,
         run_search,
         search_key,
     )
@@ -148,8 +148,9 @@ def main(argv=None) -> int:
     def progress(message):
         print(message, file=sys.stderr, flush=True)
 
-    spark = jobs.spark_session(args.spark_master, ())
-    split = jobs._cached_split(spark, args.data, args.split_dir)  # makes the default split if missing
+    from recsys.mlops import spark_session
+    spark = spark_session(args.spark_master, ())
+    split = jobs.cached_split(spark, args.data, args.split_dir)  # makes the default split if missing
     if "explicit" in _csv_list(args.feedback):
         split[3].cached_residuals(split[1])  # every explicit trial fits on these, as in als_search
     os.makedirs(args.out, exist_ok=True)
@@ -180,5 +181,4 @@ def _write(rows: list[dict], args) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.exit(main())

@@ -117,13 +117,11 @@ def main(argv=None) -> int:
     parser.add_argument("--spark-master", default="")
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     from recsys import jobs
-    from recsys.data.movielens import load_movielens
-    from recsys.twins import TwinsConfig, find_twins
-    from recsys.twins_exact import recall
-
-    spark = jobs.spark_session(args.spark_master, args.spark_conf)
+    from recsys.data import load_movielens
+    from recsys.mlops import spark_session
+    from recsys.twins import TwinsConfig, find_twins, recall
+    spark = spark_session(args.spark_master, args.spark_conf)
     ratings = load_movielens(spark, jobs.data_source(args.data), progress=print).ratings
     hashes = {} if args.n_hashes is None else {"n_hashes": args.n_hashes}
     config = TwinsConfig(min_ratings=args.min_ratings, n_pairs=args.n_pairs, method=args.method, **hashes)

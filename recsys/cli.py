@@ -12,8 +12,8 @@ import sys
 
 import click
 
+from recsys.core.errors import RecsysError
 from recsys.entry_points import ENTRY_POINTS
-from recsys.errors import RecsysError
 
 
 def _spark_error_message(err: BaseException) -> str | None:

@@ -2,7 +2,7 @@
 
 ``ENTRY_POINTS`` (keyed by the ``MLproject`` entry point) is what the CLI builds its options from
 (``recsys.cli.options``) and what the jobs take their defaults from (:func:`declared`); the
-config dataclasses contribute their own fields. ``tests/test_mlproject.py`` checks that
+config dataclasses contribute their own fields. ``tests/unit/jobs/test_mlproject.py`` checks that
 ``MLproject`` agrees on every name, type and default.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import inspect
 
-from recsys.constants import DEFAULT_SPLIT_DIR
+from recsys.core.constants import DEFAULT_SPLIT_DIR
+from recsys.core.params import MAX_ITER, RELEVANCE_THRESHOLD, K, Param, params_of
+from recsys.data.split import SplitConfig
 from recsys.data.synthetic import SyntheticConfig
 from recsys.models.als import ALSConfig
 from recsys.models.popularity import PopularityConfig
-from recsys.params import MAX_ITER, RELEVANCE_THRESHOLD, K, Param, params_of
-from recsys.search import DEFAULT_SPACE, SearchConfig
-from recsys.split import SplitConfig
-from recsys.twins import TwinsConfig
+from recsys.search.run import DEFAULT_SPACE, SearchConfig
+from recsys.twins.find import TwinsConfig
 
 BUNDLED = "bundled"
 

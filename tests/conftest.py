@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-_LOG4J = Path(__file__).resolve().parent.parent / "recsys" / "log4j2.properties"
+_LOG4J = Path(__file__).resolve().parent.parent / "recsys" / "core" / "log4j2.properties"
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -111,9 +111,9 @@ def tracking_uri(_isolated_cache, monkeypatch):
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory, _isolated_cache):
-    from recsys.constants import ALS_BLOCKS_CONF
-    from recsys.spark import get_spark, parse_conf
-    from tests import jvm_archive
+    from recsys.core import get_spark, parse_conf
+    from recsys.core.constants import ALS_BLOCKS_CONF
+    from tests.support import jvm_archive
 
     session = get_spark(
         master="local[2]",
@@ -148,7 +148,7 @@ def spark(tmp_path_factory, _isolated_cache):
 @pytest.fixture(scope="session")
 def bundled(spark):
     """The bundled ml-latest-small, loaded once (validated and cached as Parquet)."""
-    from recsys.data.movielens import load_movielens
+    from recsys.data import load_movielens
 
     return load_movielens(spark, None, progress=lambda _m: None)
 
@@ -166,6 +166,6 @@ def synthetic_ratings(spark):
         for i, movie in enumerate(movies):
             rating = rng.choice([0.5 * k for k in range(1, 11)])
             rows.append((user, movie, rating, 1_000_000 + user * 1000 + i))
-    from recsys.data.movielens import spark_schema
+    from recsys.data import spark_schema
 
     return spark.createDataFrame(rows, spark_schema("ratings")).cache()

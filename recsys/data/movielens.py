@@ -26,10 +26,10 @@ import zipfile
 from dataclasses import dataclass
 from importlib import resources
 
-from recsys import fs
-from recsys.constants import ITEM_COL, MAX_RATING, MIN_RATING, RATING_COL, TIMESTAMP_COL, USER_COL
-from recsys.errors import DataValidationError
-from recsys.progress import Progress, quiet
+from recsys.core import fs
+from recsys.core.constants import ITEM_COL, MAX_RATING, MIN_RATING, RATING_COL, TIMESTAMP_COL, USER_COL
+from recsys.core.errors import DataValidationError
+from recsys.core.progress import Progress, quiet
 
 CACHE_FORMAT_VERSION = 1
 #: Written last, inside the staging folder before its rename: an entry without it is incomplete.
@@ -123,8 +123,7 @@ def default_cache_dir(source: str) -> str:
         return env
     if fs.is_local(source):
         return os.path.join(os.path.expanduser("~"), ".cache", "recsys")
-    parent = source.rstrip("/").rsplit("/", 1)[0]
-    return fs.join(parent, ".recsys-cache")
+    return fs.join(fs.parent(source), ".recsys-cache")
 
 
 def _check_exists(spark, source: str) -> None:
@@ -158,7 +157,7 @@ def _zip_members(zf: zipfile.ZipFile, source: str) -> dict[str, zipfile.ZipInfo]
     return found
 
 
-def _extract_zip(local_zip: str, source: str, dest: str) -> dict[str, str]:
+def extract_zip(local_zip: str, source: str, dest: str) -> dict[str, str]:
     """Stream the MovieLens CSVs out of a zip into ``dest``; returns table -> local path."""
     try:
         zf = zipfile.ZipFile(local_zip)
@@ -366,7 +365,7 @@ def load_movielens(spark, source: str | None = None, cache_dir: str | None = Non
     done_marker = fs.join(target, DONE_MARKER)
     if not fs.exists(spark, done_marker):
         progress(f"[data] first read of {source}: validating and converting to Parquet in {target}")
-        _build_cache(spark, source, target, checksum)
+        build_cache(spark, source, target, checksum)
     tables_present = json.loads(fs.read_text(spark, done_marker))["tables"]
     target_uri = fs.to_uri(target)
 
@@ -382,7 +381,7 @@ def load_movielens(spark, source: str | None = None, cache_dir: str | None = Non
     )
 
 
-def _build_cache(spark, source: str, target: str, checksum: str) -> None:
+def build_cache(spark, source: str, target: str, checksum: str) -> None:
     staging = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
     local_tmp = tempfile.mkdtemp(prefix="recsys-extract-")
     try:
@@ -391,7 +390,7 @@ def _build_cache(spark, source: str, target: str, checksum: str) -> None:
         else:
             local_zip = fs.local_path(source) if fs.is_local(source) \
                 else fs.copy_to_local(spark, source, local_tmp)
-            extracted = _extract_zip(local_zip, source, local_tmp)
+            extracted = extract_zip(local_zip, source, local_tmp)
             if fs.is_local(staging):
                 tables = extracted
             else:  # executors must read the CSVs from the shared file system
@@ -421,7 +420,7 @@ def _build_cache(spark, source: str, target: str, checksum: str) -> None:
             return
         if fs.exists(spark, target):  # a stale, incomplete earlier attempt (no marker)
             fs.delete(spark, target)
-        fs.mkdirs(spark, target.rsplit("/", 1)[0])
+        fs.mkdirs(spark, fs.parent(target))
         try:
             fs.rename(spark, staging, target)
         except OSError:  # another job renamed its entry first: keep it if it is complete

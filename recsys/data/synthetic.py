@@ -39,11 +39,11 @@ import uuid
 import zipfile
 from dataclasses import asdict, dataclass
 
-from recsys import fs
-from recsys.constants import DEFAULT_SEED, ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL
-from recsys.errors import RecsysError
-from recsys.params import SEED, param, validate
-from recsys.progress import Progress, quiet
+from recsys.core import fs
+from recsys.core.constants import DEFAULT_SEED, ITEM_COL, RATING_COL, TIMESTAMP_COL, USER_COL
+from recsys.core.errors import RecsysError
+from recsys.core.params import SEED, param, validate
+from recsys.core.progress import Progress, quiet
 
 #: Bumped whenever the same config would give different bytes (benchmark caches key on it).
 GENERATOR_VERSION = 1

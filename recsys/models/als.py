@@ -46,8 +46,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 
-from recsys import fs
-from recsys.constants import (
+from recsys.core import fs
+from recsys.core.constants import (
     ALS_BLOCKS_CONF,
     ITEM_COL,
     MAX_RATING,
@@ -57,9 +57,9 @@ from recsys.constants import (
     SCORE_COL,
     USER_COL,
 )
-from recsys.errors import RecsysError
+from recsys.core.errors import RecsysError
+from recsys.core.params import MAX_ITER, SEED, check_int, param, validate
 from recsys.models.base import Recommender, read_meta
-from recsys.params import MAX_ITER, SEED, check_int, param, validate
 
 _ROW, _ALS, _IN, _TRY = "_recsys_row", "_recsys_als", "_recsys_in", "_recsys_try"
 _PU, _PI, _K = "_recsys_user", "_recsys_movie", "_recsys_k"
@@ -147,12 +147,12 @@ class ALSRecommender(Recommender):
         from recsys.models.bias import BiasBaseline
 
         if self.baseline is not None:  # the caller's: its cached residuals serve every fit on train
-            self.model = _with_biases(als.fit(self.baseline.cached_residuals(train)), self.baseline)
+            self.model = with_biases(als.fit(self.baseline.cached_residuals(train)), self.baseline)
             return self
         bias = BiasBaseline().fit(train)
         residuals = bias.residuals(train).cache()
         try:
-            self.model = _with_biases(als.fit(residuals), bias)
+            self.model = with_biases(als.fit(residuals), bias)
         finally:
             residuals.unpersist()
             bias.release()
@@ -160,7 +160,7 @@ class ALSRecommender(Recommender):
 
     def factors(self):
         """``(userFactors, itemFactors)``: their dot product is this model's score (biases folded
-        in), which lets the evaluation rank with :func:`recsys.topk.top_k_unseen` in one pass."""
+        in), which lets the evaluation rank with :func:`recsys.evaluation.topk.top_k_unseen` in one pass."""
         self._check_fitted()
         return self.model.userFactors, self.model.itemFactors
 
@@ -291,7 +291,7 @@ class ALSRecommender(Recommender):
         return ALSRecommender.from_model(model, config)
 
 
-def _with_biases(residual_model, bias):
+def with_biases(residual_model, bias):
     """The rank + 2 ``ALSModel`` of ``mu + b_u + b_i + p_u . q_i`` (see the module docstring).
 
     Every user and movie of the training data has an offset (the baseline is fitted on the same

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 
-from recsys import fs
-from recsys.errors import RecsysError
+from recsys.core import fs
+from recsys.core.errors import RecsysError
 
 #: File written last by ``save``: its presence marks a complete save.
 META_FILE = "config.json"

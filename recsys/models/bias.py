@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 
-from recsys import fs
-from recsys.constants import ITEM_COL, MAX_RATING, MIN_RATING, PREDICTION_COL, RATING_COL, USER_COL
-from recsys.errors import RecsysError
-from recsys.params import check_float
+from recsys.core import fs
+from recsys.core.constants import ITEM_COL, MAX_RATING, MIN_RATING, PREDICTION_COL, RATING_COL, USER_COL
+from recsys.core.errors import RecsysError
+from recsys.core.params import check_float
 
 #: Damping of the bias baseline: a user's (movie's) offset is the sum of its residuals divided
 #: by ``n + damping``, so an offset from ``n`` ratings is shrunk by ``n / (n + damping)`` toward 0.

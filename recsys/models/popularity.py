@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from recsys import fs
-from recsys.constants import ITEM_COL, PREDICTION_COL, RANK_COL, RATING_COL, SCORE_COL, USER_COL
-from recsys.errors import RecsysError
+from recsys.core import fs
+from recsys.core.constants import ITEM_COL, PREDICTION_COL, RANK_COL, RATING_COL, SCORE_COL, USER_COL
+from recsys.core.errors import RecsysError
+from recsys.core.params import param, validate
 from recsys.models.base import Recommender, read_meta
-from recsys.params import param, validate
 
 KINDS = ("count", "damped_mean")
 DEFAULT_KIND = "count"

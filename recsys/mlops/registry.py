@@ -1,0 +1,416 @@
+"""Registering and promoting ALS models in the MLflow Model Registry (aliases, not stages).
+
+Two model roles, two registered names (:func:`default_model_name`): ``recsys-als`` is the
+recommender, judged by a ranking objective (precision/NDCG/MAP at K), and
+``recsys-als-ratings`` the rating predictor, judged by RMSE. A name holds models judged by one
+metric only: a candidate whose objective differs from the champion's is refused with an error
+naming both metrics (comparing them would be meaningless), whatever ``force`` says.
+
+A *candidate* is the best trial of an ``als_search`` (or a run given by id that carries a model
+and ``test_<objective>`` metrics). Its search logged the baseline on the same split
+(``baseline_test_<objective>``: popularity for ranking metrics, the bias baseline for RMSE).
+:func:`promote`:
+
+1. registers the candidate's model (the served top-K pyfunc its search logged, found by the
+   run tag ``recsys.recommender_uri``, else ``runs:/<candidate>/model``) under ``model_name`` unless a version
+   from that run already exists (so promoting the same run twice registers nothing new), and tags
+   the version with the candidate's test and validation metrics, objective, feedback mode, split
+   digest and baseline score;
+2. points ``@challenger`` at it;
+3. moves ``@champion`` to it only when its test metric beats the baseline's on the same split
+   **and** either there is no champion yet or it beats the champion's test metric, by the
+   objective's direction (lower RMSE, higher precision/NDCG/MAP); ``force`` skips both gates. The
+   champion it replaces keeps ``@previous``. A champion judged on another split (different
+   content digest) or lacking the metric is not comparable: the candidate stays challenger
+   unless forced;
+4. appends the decision to the model's history (:func:`promotion_history`): one registered-model
+   tag ``recsys.decision.<time>`` per decision, a JSON row with the candidate, champion and
+   baseline scores, the decision, the reason, the time and the source run. The version also
+   keeps its latest decision in the tags ``recsys.decision`` and ``recsys.decision_reason``.
+
+Concurrent promotions of one model are serialised by a lock (see :func:`promotion_lock`):
+without it, two promotions that both read the same ``@champion`` could each move it, the last
+writer winning even when its model is worse, and two promotions of the same run could both
+register a version.
+
+With ``jobs.py`` and ``tracking.py`` this is the only module that imports MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+from recsys.core.constants import (
+    ALS_MODEL_ARTIFACT,
+    HISTORY_TAG_PREFIX,
+    RECOMMENDER_ARTIFACT,
+    RECOMMENDER_META,
+    RECOMMENDER_SPARK_MODEL,
+    SPLIT_ONLY_METRICS,
+    TAG_BEST_RUN,
+    TAG_DECISION,
+    TAG_DECISION_REASON,
+    TAG_FEEDBACK,
+    TAG_MODEL_URI,
+    TAG_OBJECTIVE,
+    TAG_RECOMMENDER_URI,
+    TAG_SOURCE_RUN,
+    TAG_SPLIT,
+    TAG_STAGE,
+)
+from recsys.core.errors import RecsysError
+from recsys.core.metrics import OBJECTIVES, Objective
+
+#: The recommender (ranked lists, ranking objective) and the rating predictor (RMSE).
+RANKING_MODEL_NAME, RATING_MODEL_NAME = "recsys-als", "recsys-als-ratings"
+DEFAULT_MODEL_NAME = RANKING_MODEL_NAME
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+HISTORY_COLUMNS = ("time", "model_name", "version", "decision", "reason", "objective", "direction",
+                   "candidate_score", "champion_version", "champion_score", "baseline_score", "forced",
+                   "source_run_id", "model_run_id", "promote_run_id")
+#: Registered model that exists only while a promotion of ``<name>`` runs (see promotion_lock).
+LOCK_SUFFIX = ".promote-lock"
+#: A lock older than this is a leftover of a killed promotion (one takes seconds) and is broken.
+LOCK_STALE_SECONDS = 600
+#: Registered model names: letters, digits, ``.``, ``_``, ``-``; MLflow stores may turn them into
+#: paths (file registry, artifact locations), so nothing that can climb out of a directory.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+#: MLflow's own run id rule; checked here to name the parameter in a one-line error.
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,255}$")
+
+
+def default_model_name(objective: str) -> str:
+    """The registered name for a model judged by ``objective``: RMSE -> the rating predictor,
+    a ranking metric -> the recommender."""
+    return RATING_MODEL_NAME if objective == "rmse" else RANKING_MODEL_NAME
+
+
+def check_model_name(model_name) -> str:
+    """``model_name`` if it is a safe registered model name, else a RecsysError naming it."""
+    name = str(model_name or "").strip()
+    if not name:
+        raise RecsysError("model_name must be a non-empty registered model name, e.g. recsys-als")
+    if not _MODEL_NAME.match(name) or ".." in name or name.endswith(LOCK_SUFFIX):
+        raise RecsysError(f"model_name={model_name!r} is not allowed: use letters, digits, '.', '_' "
+                          f"and '-' (no '..', no '/', not ending in {LOCK_SUFFIX}), e.g. recsys-als")
+    return name
+
+
+@dataclass
+class Candidate:
+    source_run_id: str
+    model_run_id: str
+    objective: Objective
+    test_metrics: dict = field(default_factory=dict)
+    val_metrics: dict = field(default_factory=dict)
+    feedback: str = ""
+    split_digest: str = ""
+    params: dict = field(default_factory=dict)
+    #: The baseline's test metric on the same split (None when the search did not log it).
+    baseline_score: float | None = None
+    #: The model that gets registered (default: the run's Spark model).
+    model_uri: str = ""
+
+    def __post_init__(self):
+        self.model_uri = self.model_uri or f"runs:/{self.model_run_id}/{ALS_MODEL_ARTIFACT}"
+
+    @property
+    def score(self) -> float:
+        return self.test_metrics[self.objective.metric]
+
+
+def latest_search_run(client, experiment_id: str):
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_STAGE}` = 'als_search' and attributes.status = 'FINISHED'",
+        order_by=["attributes.end_time DESC"], max_results=1)
+    if not runs:
+        name = client.get_experiment(experiment_id).name
+        raise RecsysError(f"no finished als_search run in experiment {name!r} (id {experiment_id}): run "
+                          "`mlflow run . -e als_search` first, promote in the search's experiment "
+                          "(MLFLOW_EXPERIMENT_NAME, `mlflow run --experiment-name`), or pass run_id")
+    return runs[0]
+
+
+def find_candidate(client, experiment_id: str, run_id: str = "") -> Candidate:
+    """The model to promote: the best trial of ``run_id`` (an als_search run) or ``run_id``
+    itself; default the latest finished als_search run of the experiment."""
+    from mlflow.exceptions import MlflowException
+
+    if run_id:
+        if not _RUN_ID.match(str(run_id)):
+            raise RecsysError(f"run_id={run_id!r} is not an MLflow run id (letters, digits, '_', '-')")
+        try:
+            source = client.get_run(run_id)
+        except MlflowException as err:
+            raise RecsysError(f"run_id={run_id!r}: no such run in the tracking store") from err
+    else:
+        source = latest_search_run(client, experiment_id)
+    best = source.data.tags.get(TAG_BEST_RUN)
+    model_run = client.get_run(best) if best else source
+    name = model_run.data.tags.get(TAG_OBJECTIVE) or source.data.tags.get(TAG_OBJECTIVE)
+    if name not in OBJECTIVES:
+        raise RecsysError(f"run {source.info.run_id} has no {TAG_OBJECTIVE} tag: promote an als_search "
+                          "run (or its best trial)")
+    objective = Objective(name, OBJECTIVES[name])
+    metrics = model_run.data.metrics
+    if model_run is not source:  # a trial: the counts every trial shares are on its search run
+        shared = {f"{part}_{key}" for part in ("val", "test") for key in SPLIT_ONLY_METRICS}
+        metrics = {**{k: v for k, v in source.data.metrics.items() if k in shared}, **metrics}
+    test = {k[5:]: v for k, v in metrics.items() if k.startswith("test_")}
+    if objective.metric not in test or not math.isfinite(test[objective.metric]):
+        raise RecsysError(f"run {model_run.info.run_id} has no test_{objective.metric} metric: only the "
+                          "best model of an als_search is evaluated on the test set")
+    baseline = source.data.metrics.get(f"baseline_test_{objective.metric}")
+    if baseline is not None and not math.isfinite(baseline):
+        baseline = None
+    return Candidate(
+        source_run_id=source.info.run_id, model_run_id=model_run.info.run_id, objective=objective,
+        test_metrics=test, val_metrics={k[4:]: v for k, v in metrics.items() if k.startswith("val_")},
+        feedback=model_run.data.tags.get(TAG_FEEDBACK, ""),
+        split_digest=model_run.data.tags.get(TAG_SPLIT, ""), params=dict(model_run.data.params),
+        baseline_score=baseline, model_uri=model_run.data.tags.get(TAG_RECOMMENDER_URI, ""))
+
+
+def _alias_version(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register(client, candidate: Candidate, model_name: str):
+    """``(version, created)``: the version holding the candidate's model, registered if needed."""
+    import mlflow
+
+    existing = client.search_model_versions(f"name='{model_name}' and run_id='{candidate.model_run_id}'")
+    if existing:
+        return min(existing, key=lambda v: int(v.version)), False
+    version = mlflow.register_model(candidate.model_uri, model_name)
+    tags = {f"test_{k}": repr(float(v)) for k, v in candidate.test_metrics.items()}
+    tags.update({f"val_{k}": repr(float(v)) for k, v in candidate.val_metrics.items()})
+    tags.update({f"param_{k}": v for k, v in candidate.params.items()})
+    tags.update({TAG_OBJECTIVE: candidate.objective.metric, TAG_FEEDBACK: candidate.feedback,
+                 TAG_SPLIT: candidate.split_digest, TAG_SOURCE_RUN: candidate.source_run_id,
+                 TAG_MODEL_URI: candidate.model_uri})
+    if candidate.baseline_score is not None:
+        tags[f"baseline_test_{candidate.objective.metric}"] = repr(float(candidate.baseline_score))
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version.version, key, str(value))
+    return client.get_model_version(model_name, version.version), True
+
+
+@contextlib.contextmanager
+def promotion_lock(client, model_name: str, timeout: float = 120.0, poll: float = 0.2):
+    """Hold an exclusive lock on promoting ``model_name`` across processes and machines.
+
+    MLflow has no compare-and-set on aliases, but creating a registered model is atomic (its
+    name is unique in every store: sqlite, PostgreSQL, a tracking server), so the lock is the
+    registered model ``<model_name>.promote-lock``, created to take it and deleted to release it.
+    A lock older than ``LOCK_STALE_SECONDS`` was left by a killed promotion and is broken.
+    """
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{model_name}{LOCK_SUFFIX}"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            client.create_registered_model(lock, description="held while recsys promotes "
+                                           f"{model_name}; delete it if no promotion is running")
+            break
+        except MlflowException as err:
+            if getattr(err, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        with contextlib.suppress(MlflowException):  # it may be released meanwhile
+            held = client.get_registered_model(lock)
+            if time.time() - held.creation_timestamp / 1000 > LOCK_STALE_SECONDS:
+                client.delete_registered_model(lock)
+                continue
+        if time.time() > deadline:
+            raise RecsysError(f"model_name={model_name}: another promotion has held the lock {lock} "
+                              f"for over {timeout:.0f}s; if none is running, delete the registered "
+                              f"model {lock}")
+        time.sleep(poll)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
+
+
+def promote(client, candidate: Candidate, model_name: str | None = None, force: bool = False,
+            promote_run_id: str = "") -> dict:
+    """Register the candidate, set ``@challenger``, move ``@champion`` by the rules above and
+    record the decision in the history, all under :func:`promotion_lock`, so concurrent
+    promotions act one after the other.
+
+    ``model_name``: default :func:`default_model_name` of the candidate's objective.
+    ``promote_run_id``: the run that made the decision, kept in the history row.
+    Returns a dict with the keys of :data:`HISTORY_COLUMNS` plus ``registered``.
+    """
+    model_name = check_model_name(model_name or default_model_name(candidate.objective.metric))
+    with promotion_lock(client, model_name):
+        out = _promote_locked(client, candidate, model_name, bool(force))
+        _record(client, {**out, "promote_run_id": promote_run_id})
+    return out
+
+
+def _champion_objective(champion) -> str | None:
+    return champion.tags.get(TAG_OBJECTIVE) if champion is not None else None
+
+
+def _decide(candidate: Candidate, champion, champion_score, force: bool) -> tuple[bool, str]:
+    """``(make champion?, reason)``: the baseline gate, then the champion gate."""
+    metric, direction = candidate.objective.metric, candidate.objective.direction
+    if force:
+        return True, "forced"
+    baseline = candidate.baseline_score
+    if baseline is None:
+        return False, (f"no baseline_test_{metric} on the candidate's search: not comparable with the "
+                       "baseline (force to override)")
+    if not candidate.objective.better(candidate.score, baseline):
+        return False, (f"test {metric} {candidate.score:.5f} does not beat the baseline's {baseline:.5f} "
+                       f"on the same split ({direction}imise)")
+    beats_baseline = f"beats the baseline's {baseline:.5f}"
+    if champion is None:
+        return True, f"no champion yet; test {metric} {candidate.score:.5f} {beats_baseline}"
+    if champion_score is None:
+        return False, f"champion v{champion.version} has no test_{metric}: not comparable (force to override)"
+    if champion.tags.get(TAG_SPLIT, "") != candidate.split_digest:
+        return False, (f"champion v{champion.version} was tested on another split: not comparable "
+                       "(force to override)")
+    wins = candidate.objective.better(candidate.score, champion_score)
+    verb = "beats" if wins else "does not beat"
+    return wins, (f"test {metric} {candidate.score:.5f} {verb} champion v{champion.version}'s "
+                  f"{champion_score:.5f} and {beats_baseline} ({direction}imise)")
+
+
+def _promote_locked(client, candidate: Candidate, model_name: str, force: bool) -> dict:
+    metric = candidate.objective.metric
+    champion = _alias_version(client, model_name, CHAMPION)
+    judged_by = _champion_objective(champion)
+    if judged_by and judged_by != metric:
+        usual = default_model_name(metric)
+        where = f"{usual} (the name for {metric})" if usual != model_name else "another model_name"
+        raise RecsysError(
+            f"model_name={model_name}: the candidate is judged by {metric} but champion v{champion.version} "
+            f"by {judged_by}; models judged by different metrics are never compared. Promote it under "
+            f"{where}")
+    version, created = register(client, candidate, model_name)
+    out = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model_name": model_name,
+           "version": int(version.version), "registered": created, "objective": metric,
+           "direction": candidate.objective.direction, "candidate_score": candidate.score,
+           "champion_version": None, "champion_score": None, "baseline_score": candidate.baseline_score,
+           "previous_version": None, "forced": force, "source_run_id": candidate.source_run_id,
+           "model_run_id": candidate.model_run_id}
+    if champion is not None:
+        out["champion_version"] = int(champion.version)
+        raw = champion.tags.get(f"test_{metric}")
+        out["champion_score"] = float(raw) if raw is not None else None
+    if champion is not None and champion.version == version.version:
+        return {**out, "decision": "already_champion", "reason": f"version {version.version} is the champion"}
+
+    client.set_registered_model_alias(model_name, CHALLENGER, version.version)
+    promote_it, reason = _decide(candidate, champion, out["champion_score"], force)
+    if not promote_it:
+        return {**out, "decision": "kept", "reason": reason}
+    if champion is not None:
+        client.set_registered_model_alias(model_name, PREVIOUS, champion.version)
+        out["previous_version"] = int(champion.version)
+    client.set_registered_model_alias(model_name, CHAMPION, version.version)
+    return {**out, "decision": "promoted", "reason": reason}
+
+
+def _record(client, decision: dict) -> None:
+    """Append ``decision`` to the model's history and tag its version with it."""
+    row = {col: decision.get(col) for col in HISTORY_COLUMNS}
+    name, version = decision["model_name"], str(decision["version"])
+    # milliseconds plus the version: two decisions never share a key, and keys sort by time
+    key = f"{HISTORY_TAG_PREFIX}{int(time.time() * 1000):015d}.v{version}"
+    client.set_registered_model_tag(name, key, json.dumps(row, sort_keys=True))
+    client.set_model_version_tag(name, version, TAG_DECISION, decision["decision"])
+    client.set_model_version_tag(name, version, TAG_DECISION_REASON, decision["reason"][:4000])
+
+
+def promotion_history(client, model_name: str):
+    """Every promotion decision of ``model_name``, oldest first, as a pandas DataFrame with the
+    columns :data:`HISTORY_COLUMNS` (empty when the model has none)."""
+    import pandas as pd
+
+    name = check_model_name(model_name)
+    tags = client.get_registered_model(name).tags
+    rows = [json.loads(value) for key, value in sorted(tags.items()) if key.startswith(HISTORY_TAG_PREFIX)]
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+
+
+# ---------------------------------------------------------------- the served recommender
+
+
+def resolve_recommender(client, model_uri: str) -> tuple[str, dict]:
+    """``model_uri`` -> (URI to download, ``{model_name, model_version, model_run_id}``).
+
+    Accepts ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/<run id>/<path>``
+    or a bare run id (its ``recommender`` artifact). An alias is pinned to the version it names
+    now, so the whole job reads one model. A missing model, version, alias or run is a
+    :class:`RecsysError` naming it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    uri = (model_uri or "").strip()
+    try:
+        if uri.startswith("models:/"):
+            rest = uri[len("models:/"):]
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias)
+            elif "/" in rest and rest.rsplit("/", 1)[1].isdigit():
+                name, number = rest.rsplit("/", 1)
+                version = client.get_model_version(name, number)
+            else:
+                raise RecsysError(f"model_uri={model_uri!r}: give models:/<name>@<alias> or "
+                                  "models:/<name>/<version>")
+            info = {"model_name": name, "model_version": str(version.version),
+                    "model_run_id": version.run_id or ""}
+            return f"models:/{name}/{version.version}", info
+        if uri.startswith("runs:/"):
+            run_id = uri[len("runs:/"):].split("/", 1)[0]
+        elif re.fullmatch(r"[0-9a-f]{32}", uri):
+            run_id, uri = uri, f"runs:/{uri}/{RECOMMENDER_ARTIFACT}"
+        else:
+            raise RecsysError(f"model_uri={model_uri!r} is not a model URI: give models:/<name>@<alias>, "
+                              "models:/<name>/<version>, runs:/<run id>/<path> or a run id")
+        client.get_run(run_id)
+        return uri, {"model_name": "", "model_version": "", "model_run_id": run_id}
+    except MlflowException as err:
+        raise RecsysError(f"model_uri={model_uri!r}: not found in the MLflow registry/tracking store "
+                          f"{client.tracking_uri}: {err.message}") from err
+
+
+def download_recommender(download_uri: str, model_uri: str, local_dir: str) -> tuple[str, dict]:
+    """Download the model; return (local Spark model dir, meta dict). Checks the layout."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        root = mlflow.artifacts.download_artifacts(artifact_uri=download_uri, dst_path=local_dir)
+    except MlflowException as err:
+        raise RecsysError(f"model_uri={model_uri!r}: could not download {download_uri}: "
+                          f"{err.message}") from err
+    spark_dir, meta_path = os.path.join(root, RECOMMENDER_SPARK_MODEL), os.path.join(root, RECOMMENDER_META)
+    if not os.path.isdir(spark_dir) or not os.path.isfile(meta_path):
+        raise RecsysError(f"model_uri={model_uri!r} is not a recsys recommender: it has no "
+                          f"{RECOMMENDER_SPARK_MODEL}/ and {RECOMMENDER_META}")
+    with open(meta_path, encoding="utf-8") as fh:
+        meta = json.load(fh)
+    missing = [key for key in ("split_dir", "split_digest", "kind") if key not in meta]
+    if missing:
+        raise RecsysError(f"model_uri={model_uri!r}: {RECOMMENDER_META} lacks {', '.join(missing)}")
+    return spark_dir, meta

@@ -1,0 +1,208 @@
+"""Promotion rules on a real (temporary) registry: better -> champion, worse -> stays challenger,
+force, idempotent, incomparable champions, both objective directions, the baseline gate, the
+history, and the refusal to compare models judged by different metrics. The runs are
+stand-ins carrying what a search logs (tags, test metrics, a ``model`` artifact); the real
+search -> promote -> load path is in tests/test_e2e_als.py."""
+
+from __future__ import annotations
+
+import uuid
+
+import mlflow
+import pytest
+
+from recsys.core import RecsysError
+from recsys.mlops import registry
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # one store for the module (creating an MLflow database takes seconds); tests use their
+    # own experiment and model name
+    tmp = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        yield uri, tmp
+        # None also drops MLFLOW_TRACKING_URI from the environment: the context then restores the
+        # session's store, so later tests never fall back to ./mlflow.db in the checkout
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture()
+def client(store):
+    uri, tmp = store
+    name = uuid.uuid4().hex[:8]
+    exp = mlflow.create_experiment(name, artifact_location=str(tmp / name))
+    return mlflow.MlflowClient(uri), exp
+
+
+#: Baselines every stand-in candidate beats unless told otherwise (RMSE is minimised).
+BASELINE = {"rmse": 1.0, "precision_at_k": 0.05}
+
+
+def _search_run(exp, objective="rmse", value=0.9, split="s1", stage="als_search", baseline="default"):
+    """A parent run (with the baseline's test metric, as a search logs it) whose best trial (a
+    child) has the model and the test metrics. ``baseline=None``: the search logged none."""
+    baseline = BASELINE.get(objective) if baseline == "default" else baseline
+    with mlflow.start_run(experiment_id=exp) as parent:
+        mlflow.set_tags({"recsys.stage": stage, "recsys.objective": objective})
+        if baseline is not None:
+            mlflow.log_metric(f"baseline_test_{objective}", baseline)
+        with mlflow.start_run(experiment_id=exp, nested=True) as child:
+            mlflow.set_tags({"recsys.objective": objective, "recsys.split_digest": split,
+                             "recsys.feedback": "explicit"})
+            mlflow.log_params({"rank": 4, "reg_param": 0.1})
+            mlflow.log_metrics({f"test_{objective}": value, f"val_{objective}": value})
+            mlflow.log_text("artifact_path: model\nflavors: {}\n", "model/MLmodel")
+        mlflow.set_tag("recsys.best_run_id", child.info.run_id)
+    return parent.info.run_id, child.info.run_id
+
+
+def _promote(client, run_id, force=False, name="recsys-als-ratings"):
+    c, exp = client
+    return registry.promote(c, registry.find_candidate(c, exp, run_id), name, force=force,
+                            promote_run_id="p-" + run_id[:6])
+
+
+def _aliases(client, name="recsys-als-ratings"):
+    c, _ = client
+    return {alias: int(version) for alias, version in c.get_registered_model(name).aliases.items()}
+
+
+def test_promotion_rules_rmse(client):
+    c, exp = client
+    assert not c.search_registered_models("name='recsys-als-ratings'")
+    first, first_model = _search_run(exp, value=0.90)
+    out = _promote(client, first)
+    assert (out["decision"], out["version"], out["registered"]) == ("promoted", 1, True)
+    assert _aliases(client) == {"champion": 1, "challenger": 1}
+    tags = c.get_model_version("recsys-als-ratings", "1").tags
+    assert float(tags["test_rmse"]) == 0.90 and tags["recsys.objective"] == "rmse"
+    assert tags["recsys.source_run_id"] == first
+    assert c.get_model_version("recsys-als-ratings", "1").run_id == first_model
+
+    better, _ = _search_run(exp, value=0.85)  # lower RMSE wins
+    out = _promote(client, better)
+    assert (out["decision"], out["version"], out["previous_version"]) == ("promoted", 2, 1)
+    assert _aliases(client) == {"champion": 2, "challenger": 2, "previous": 1}
+
+    worse, _ = _search_run(exp, value=0.88)
+    out = _promote(client, worse)
+    assert (out["decision"], out["version"]) == ("kept", 3)
+    assert "does not beat" in out["reason"]
+    assert _aliases(client) == {"champion": 2, "challenger": 3, "previous": 1}
+
+    # idempotent: the same run again registers nothing and changes nothing
+    again = _promote(client, worse)
+    assert (again["decision"], again["version"], again["registered"]) == ("kept", 3, False)
+    assert len(c.search_model_versions("name='recsys-als-ratings'")) == 3
+
+    forced = _promote(client, worse, force=True)
+    assert (forced["decision"], forced["version"], forced["registered"]) == ("promoted", 3, False)
+    assert _aliases(client) == {"champion": 3, "challenger": 3, "previous": 2}
+    assert _promote(client, worse)["decision"] == "already_champion"
+    assert _aliases(client) == {"champion": 3, "challenger": 3, "previous": 2}
+
+
+def test_higher_is_better_for_ranking_objectives_and_other_splits_do_not_compare(client):
+    _, exp = client
+    name = f"m-{uuid.uuid4().hex[:6]}"
+    base, _ = _search_run(exp, objective="precision_at_k", value=0.10)
+    assert _promote(client, base, name=name)["decision"] == "promoted"
+    lower, _ = _search_run(exp, objective="precision_at_k", value=0.08)
+    assert _promote(client, lower, name=name)["decision"] == "kept"
+    higher, _ = _search_run(exp, objective="precision_at_k", value=0.12)
+    assert _promote(client, higher, name=name)["decision"] == "promoted"
+    elsewhere, _ = _search_run(exp, objective="precision_at_k", value=0.50, split="s2")
+    out = _promote(client, elsewhere, name=name)
+    assert out["decision"] == "kept" and "another split" in out["reason"]
+    rmse_run, _ = _search_run(exp, objective="rmse", value=0.5)
+    with pytest.raises(RecsysError, match=f"model_name={name}: the candidate is judged by rmse but "
+                                          r"champion v3 by precision_at_k"):
+        _promote(client, rmse_run, name=name)
+    with pytest.raises(RecsysError, match="judged by rmse but champion"):  # force does not mix roles
+        _promote(client, rmse_run, name=name, force=True)
+    assert len(client[0].search_model_versions(f"name='{name}'")) == 4  # nothing registered
+
+
+def test_default_names_split_the_two_roles(client):
+    c, exp = client
+    assert registry.default_model_name("rmse") == "recsys-als-ratings"
+    assert registry.default_model_name("precision_at_k") == registry.default_model_name("ndcg_at_k") \
+        == "recsys-als"
+    ranking, _ = _search_run(exp, objective="ndcg_at_k", value=0.2, baseline=0.1)
+    rating, _ = _search_run(exp, objective="rmse", value=0.8)
+    for run, name in ((ranking, "recsys-als"), (rating, "recsys-als-ratings")):
+        out = registry.promote(c, registry.find_candidate(c, exp, run))
+        assert (out["model_name"], out["decision"]) == (name, "promoted")
+        assert c.get_model_version_by_alias(name, "champion").tags["recsys.objective"] == out["objective"]
+
+
+def test_baseline_gate_and_history(client):
+    c, exp = client
+    name = f"g-{uuid.uuid4().hex[:6]}"
+    # no champion, but the popularity baseline is better: stays challenger
+    loser, _ = _search_run(exp, objective="precision_at_k", value=0.06, baseline=0.064)
+    out = _promote(client, loser, name=name)
+    assert (out["decision"], out["baseline_score"]) == ("kept", 0.064)
+    assert "does not beat the baseline's 0.06400" in out["reason"]
+    assert _aliases(client, name) == {"challenger": 1}
+    # a search that logged no baseline cannot pass the gate
+    unknown, _ = _search_run(exp, objective="precision_at_k", value=0.2, baseline=None)
+    out = _promote(client, unknown, name=name)
+    assert out["decision"] == "kept" and "no baseline_test_precision_at_k" in out["reason"]
+    # beats the baseline, no champion yet: promoted
+    winner, _ = _search_run(exp, objective="precision_at_k", value=0.11, baseline=0.064)
+    assert _promote(client, winner, name=name)["decision"] == "promoted"
+    # beats the champion but not the baseline (a baseline that got better on the same split)
+    tricky, _ = _search_run(exp, objective="precision_at_k", value=0.12, baseline=0.13)
+    assert _promote(client, tricky, name=name)["decision"] == "kept"
+    assert _aliases(client, name) == {"champion": 3, "challenger": 4}
+    # force skips both gates
+    assert _promote(client, loser, name=name, force=True)["decision"] == "promoted"
+    # RMSE: lower is better, against the bias baseline
+    rname = f"r-{uuid.uuid4().hex[:6]}"
+    worse_than_bias, _ = _search_run(exp, objective="rmse", value=0.90, baseline=0.87)
+    assert _promote(client, worse_than_bias, name=rname)["decision"] == "kept"
+    better_than_bias, _ = _search_run(exp, objective="rmse", value=0.85, baseline=0.87)
+    assert _promote(client, better_than_bias, name=rname)["decision"] == "promoted"
+
+    history = registry.promotion_history(c, name)
+    assert list(history.columns) == list(registry.HISTORY_COLUMNS)
+    assert list(history["decision"]) == ["kept", "kept", "promoted", "kept", "promoted"]
+    assert list(history["version"]) == [1, 2, 3, 4, 1]
+    assert list(history["candidate_score"]) == [0.06, 0.2, 0.11, 0.12, 0.06]
+    assert list(history["forced"]) == [False, False, False, False, True]
+    assert history["champion_score"].tolist()[3:] == [0.11, 0.11]
+    assert history["baseline_score"].tolist()[3] == 0.13
+    assert list(history["source_run_id"]) == [loser, unknown, winner, tricky, loser]
+    assert history["promote_run_id"].tolist()[0] == "p-" + loser[:6]
+    assert history["time"].str.match(r"^\d{4}-\d\d-\d\dT").all()
+    reasons = history["reason"].tolist()
+    assert "does not beat the baseline" in reasons[0] and "no baseline" in reasons[1]
+    assert "no champion yet" in reasons[2] and "does not beat the baseline's 0.13000" in reasons[3]
+    assert reasons[4] == "forced"
+    tags = c.get_model_version(name, "1").tags  # the version keeps its latest decision
+    assert (tags["recsys.decision"], tags["recsys.decision_reason"]) == ("promoted", "forced")
+    assert float(tags["baseline_test_precision_at_k"]) == 0.064
+
+
+def test_default_is_the_latest_finished_search_and_errors_are_named(client):
+    c, exp = client
+    with pytest.raises(RecsysError, match="no finished als_search run"):
+        registry.find_candidate(c, exp)
+    _search_run(exp, value=0.9)
+    latest, latest_model = _search_run(exp, value=0.95)
+    _search_run(exp, value=0.7, stage="als")  # not a search: ignored by the default
+    cand = registry.find_candidate(c, exp)
+    assert (cand.source_run_id, cand.model_run_id, cand.score) == (latest, latest_model, 0.95)
+    with pytest.raises(RecsysError, match="no such run"):
+        registry.find_candidate(c, exp, "0" * 32)
+    with mlflow.start_run(experiment_id=exp) as bare:
+        mlflow.set_tag("recsys.objective", "rmse")
+    with pytest.raises(RecsysError, match="has no test_rmse metric"):
+        registry.find_candidate(c, exp, bare.info.run_id)
+    with pytest.raises(RecsysError, match="model_name must be a non-empty"):
+        registry.promote(c, cand, " ")
