@@ -12,8 +12,16 @@ How the data is shaped (numbers are ml-latest's):
 - Ratings per user are log-normal (shape ``USER_SIGMA`` = 1.54, minimum 1, at most
   ``n_movies``); the scale is solved in Spark so the total lands on ``n_ratings``.
 - Movie popularity follows ``w(r) = (r + r0)^-a`` over a seeded random ranking of the movies
-  (a = 2, r0 = 0.4% of the catalogue): item Gini near 0.95 at full scale. Each user draws its
-  movies by popularity without replacement (so no duplicate (userId, movieId)).
+  (a = 2, r0 = 0.4% of the catalogue): item Gini near 0.95 at full scale.
+- Which movies a user rates (``selection``), without replacement (so no duplicate
+  (userId, movieId)): ``taste`` (the default) draws them with weight
+  ``popularity x exp(TASTE_BETA * user.movie - TASTE_BETA^2 * s^2 |movie|^2 / 2)``, the second
+  factor a softmax over the user's affinities divided by its mean over users (``s`` is a user
+  factor's spread), so a movie's expected popularity stays what its rank gives it while users
+  with similar factors rate overlapping movies (what implicit feedback learns from).
+  ``popularity`` is the generator before taste selection (version 1), byte for byte: movies by
+  popularity alone, tastes only in the ratings. Per user, taste selection costs one
+  ``n_movies x rank`` product and a cumulative sum over the catalogue.
 - Rating = mean + user bias + movie bias + user factors . movie factors (``rank``) + Gaussian
   noise (``noise``), rounded to half stars (or to whole stars for the ~45% of users who never
   use half stars, as in the real histogram) and clipped to 0.5..5: mean about 3.5.
@@ -46,8 +54,10 @@ from recsys.params import SEED, param, validate
 from recsys.progress import Progress, quiet
 
 #: Bumped whenever the same config would give different bytes (benchmark caches key on it).
-GENERATOR_VERSION = 1
+#: 2: ``selection`` (default ``taste``); ``selection=popularity`` still writes version 1's bytes.
+GENERATOR_VERSION = 2
 FORMATS = ("folder", "zip")
+SELECTIONS = ("taste", "popularity")
 TWINS_FILE = "planted_twins.json"
 STATS_FILE = "synthetic_stats.json"
 
@@ -62,6 +72,19 @@ USER_BIAS_SD = 0.6
 MOVIE_BIAS_SD = 0.3
 FACTOR_SD = 0.6
 HALF_STAR_USERS = 0.55
+#: Taste selection: softmax temperature on user.movie affinities (in rating points), and the
+#: global mean that replaces RATING_MEAN (users pick movies they like, which lifts the ratings).
+#: Calibrated on ml-latest-small (experiments/results/synthetic_calibration.md).
+TASTE_BETA = 4.5
+TASTE_RATING_MEAN = 3.0
+#: ... a user's own beta is TASTE_BETA x log-normal(TASTE_BETA_SD): mainstream users (small beta)
+#: share blockbusters, enthusiasts follow their taste, so few pairs are close and some very close
+#: (ml-latest-small: 100th-best Jaccard 0.46 but only 1,192 pairs >= 0.3).
+TASTE_BETA_SD = 1.0
+#: ... and its popularity curve, (r + r0)^-a as above, a little steeper than POPULARITY_EXPONENT
+#: (taste spreads the draws over the catalogue).
+TASTE_POPULARITY_EXPONENT = 2.25
+TASTE_POPULARITY_OFFSET = 0.004
 #: Twins: share of the movie set swapped; the smallest source user that keeps Jaccard >= 0.8.
 TWIN_SWAP_SHARE = 0.05
 MIN_TWIN_SOURCE_RATINGS = 10
@@ -105,6 +128,10 @@ class SyntheticConfig:
     n_twins: int = param(10, "Planted near-duplicate users (at most a tenth of n_users, and at most "
                              f"{MAX_TWINS}).", low=0)
     """Planted near-duplicate users (0..min(n_users // 10, 10000))."""
+    selection: str = param("taste", "Which movies a user rates: taste (popularity x taste affinity) or "
+                                    "popularity (alone: the version 1 generator).", choices=SELECTIONS)
+    """``taste``: movies drawn by popularity x softmax of the user's factor affinities;
+    ``popularity``: by popularity alone, tastes only in the ratings (version 1's bytes)."""
     format: str = param("folder", "Write a folder or a .zip file.", choices=FORMATS)
     """``folder`` or ``zip``."""
 
@@ -154,11 +181,11 @@ def sidecar_paths(output: str, config_format: str) -> tuple[str, str]:
 _CONTEXTS: dict = {}
 
 
-def _context(seed: int, n_movies: int, rank: int) -> dict:
+def _context(seed: int, n_movies: int, rank: int, selection: str = "popularity") -> dict:
     """Movie-side arrays, rebuilt identically from the seed in every Python worker."""
     import numpy as np
 
-    key = (seed, n_movies, rank)
+    key = (seed, n_movies, rank, selection)
     if key not in _CONTEXTS:
         rng = np.random.default_rng([seed, 0, 0])
         ranks = np.arange(n_movies, dtype=np.float64)
@@ -173,21 +200,46 @@ def _context(seed: int, n_movies: int, rank: int) -> dict:
         # Popular movies are rated a little higher, as in the real data.
         lift = 0.15 * (1.0 - 2.0 * rank_of_movie / max(n_movies - 1, 1))
         bias = rng.standard_normal(n_movies) * MOVIE_BIAS_SD + lift
+        ctx = {"n": n_movies, "weights": weights, "cdf": cdf, "movie_of_rank": movie_of_rank,
+               "factors": factors, "bias": bias, "factor_sd": factor_sd, "rank": rank,
+               "selection": selection}
+        if selection == "taste":
+            # by popularity rank, like weights; E_u[exp(b f_u.F)] = exp(b^2 s^2 |F|^2 / 2) for
+            # f_u ~ N(0, s^2 I): dividing by it keeps each movie's expected weight its popularity
+            ctx["rank_factors"] = np.ascontiguousarray(factors[movie_of_rank - 1])
+            norms = np.einsum("ij,ij->i", ctx["rank_factors"], ctx["rank_factors"])
+            ctx["log_popularity"] = -TASTE_POPULARITY_EXPONENT * np.log(
+                ranks + 1.0 + TASTE_POPULARITY_OFFSET * n_movies)
+            ctx["half_norms"] = 0.5 * factor_sd**2 * norms
         _CONTEXTS.clear()
-        _CONTEXTS[key] = {"n": n_movies, "weights": weights, "cdf": cdf, "movie_of_rank": movie_of_rank,
-                          "factors": factors, "bias": bias, "factor_sd": factor_sd, "rank": rank}
+        _CONTEXTS[key] = ctx
     return _CONTEXTS[key]
 
 
-def _draw_popular(rng, ctx, k: int, exclude=None):
-    """``k`` distinct movie ranks drawn by popularity without replacement, in draw order.
+def _taste_weights(ctx, factors, beta: float):
+    """(weights, cdf, log weights) by popularity rank of one user's taste selection."""
+    import numpy as np
+
+    log_weights = ctx["log_popularity"] + beta * (ctx["rank_factors"] @ factors) - beta**2 * ctx["half_norms"]
+    log_weights -= log_weights.max()
+    weights = np.exp(log_weights)  # may underflow to 0 far in the tail: never drawn by the cdf
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    return weights, cdf, log_weights
+
+
+def _draw(rng, weights, cdf, k: int, exclude=None, log_weights=None):
+    """``k`` distinct movie ranks drawn by ``weights`` (over popularity ranks; ``cdf`` their
+    normalised cumulative sum) without replacement, in draw order.
 
     Few draws relative to the catalogue: draw with replacement and keep first occurrences
-    (the same distribution). Many: Efraimidis-Spirakis keys over the whole catalogue.
+    (the same distribution). Many: Efraimidis-Spirakis keys over the whole catalogue, compared
+    as logarithms when ``log_weights`` is given (taste weights underflow to 0 in the tail;
+    log E - log w orders exactly as E / w).
     """
     import numpy as np
 
-    n = ctx["n"]
+    n = len(weights)
     taken = np.empty(0, dtype=np.int64) if exclude is None else exclude
     free = n - len(taken)
     if k <= 0:
@@ -196,7 +248,7 @@ def _draw_popular(rng, ctx, k: int, exclude=None):
         have = np.empty(0, dtype=np.int64)
         for _ in range(30):
             need = k - len(have)
-            draws = np.searchsorted(ctx["cdf"], rng.random(2 * need + 16), side="right")
+            draws = np.searchsorted(cdf, rng.random(2 * need + 16), side="right")
             draws = np.minimum(draws, n - 1)
             if len(taken):
                 draws = draws[~np.isin(draws, taken)]
@@ -205,7 +257,10 @@ def _draw_popular(rng, ctx, k: int, exclude=None):
             have = merged[np.sort(first)]
             if len(have) >= k:
                 return have[:k]
-    keys = rng.exponential(size=n) / ctx["weights"]
+    if log_weights is None:
+        keys = rng.exponential(size=n) / weights
+    else:
+        keys = np.log(rng.exponential(size=n)) - log_weights
     if len(taken):
         keys[taken] = np.inf
     chosen = np.argpartition(keys, k - 1)[:k]
@@ -213,31 +268,39 @@ def _draw_popular(rng, ctx, k: int, exclude=None):
 
 
 def _user_core(ctx, seed: int, user: int, count: int):
-    """The part of a user a twin copies: movies (ranks, draw order), tastes, rating style."""
+    """The part of a user a twin copies: movies (ranks, draw order), tastes, rating style, and
+    the (weights, cdf, log weights) the movies were drawn by."""
     import numpy as np
 
     rng = np.random.default_rng([seed, 1, user])
-    ranks = _draw_popular(rng, ctx, count)
+    if ctx["selection"] == "popularity":  # version 1's order of draws: movies first
+        drawn_by = ctx["weights"], ctx["cdf"], None
+        ranks = _draw(rng, *drawn_by[:2], count)
     factors = rng.standard_normal(ctx["rank"]) * ctx["factor_sd"]
     bias = rng.standard_normal() * USER_BIAS_SD
     half_stars = rng.random() < HALF_STAR_USERS
-    return rng, ranks, factors, bias, half_stars
+    if ctx["selection"] == "taste":
+        beta = TASTE_BETA * math.exp(TASTE_BETA_SD * rng.standard_normal())
+        drawn_by = _taste_weights(ctx, factors, beta)
+        ranks = _draw(rng, *drawn_by[:2], count, log_weights=drawn_by[2])
+    return rng, ranks, factors, bias, half_stars, drawn_by
 
 
 def _user_rows(ctx, seed: int, noise: float, user: int, source: int, count: int):
     """(movieIds, ratings, timestamps) of one user, sorted by movieId."""
     import numpy as np
 
-    rng, ranks, factors, bias, half_stars = _user_core(ctx, seed, source, count)
-    if source != user:  # a planted twin: swap a few movies, nudge the tastes
+    rng, ranks, factors, bias, half_stars, drawn_by = _user_core(ctx, seed, source, count)
+    if source != user:  # a planted twin: swap a few movies (drawn as the source's), nudge the tastes
         rng = np.random.default_rng([seed, 2, user])
         k = max(1, int(count * TWIN_SWAP_SHARE))
         drop = rng.choice(count, size=k, replace=False)
         ranks = ranks.copy()
-        ranks[drop] = _draw_popular(rng, ctx, k, exclude=ranks)
+        ranks[drop] = _draw(rng, *drawn_by[:2], k, exclude=ranks, log_weights=drawn_by[2])
         factors = factors + rng.standard_normal(len(factors)) * 0.1 * ctx["factor_sd"]
     movies = ctx["movie_of_rank"][ranks]
-    score = (RATING_MEAN + bias + ctx["bias"][movies - 1] + ctx["factors"][movies - 1] @ factors
+    mean = TASTE_RATING_MEAN if ctx["selection"] == "taste" else RATING_MEAN
+    score = (mean + bias + ctx["bias"][movies - 1] + ctx["factors"][movies - 1] @ factors
              + rng.standard_normal(len(movies)) * noise)
     rating = np.round(score * 2.0) / 2.0 if half_stars else np.round(score)
     rating = np.clip(rating, 0.5, 5.0)
@@ -250,14 +313,14 @@ def _user_rows(ctx, seed: int, noise: float, user: int, source: int, count: int)
     return movies[order], rating[order], stamps[order]
 
 
-def _partition_generator(seed: int, n_movies: int, rank: int, noise: float):
+def _partition_generator(seed: int, n_movies: int, rank: int, noise: float, selection: str):
     """The ``mapInPandas`` function: (userId, sourceId, n) batches -> ratings rows."""
 
     def generate(batches):
         import numpy as np
         import pandas as pd
 
-        ctx = _context(seed, n_movies, rank)
+        ctx = _context(seed, n_movies, rank, selection)
         for pdf in batches:
             users, movies, ratings, stamps = [], [], [], []
             for user, source, count in zip(pdf[USER_COL].to_numpy(), pdf["sourceId"].to_numpy(),
@@ -533,7 +596,8 @@ def generate(spark, config: SyntheticConfig, output: str, overwrite: bool = Fals
         from recsys.data.movielens import spark_schema
 
         schema: StructType = spark_schema("ratings")
-        gen = _partition_generator(config.seed, config.n_movies, config.rank, config.noise)
+        gen = _partition_generator(config.seed, config.n_movies, config.rank, config.noise,
+                                   config.selection)
         t0 = time.time()
         stamped(f"[synthesize] generating ~{planned} ratings for {config.n_users} users over "
                 f"{config.n_movies} movies in {partitions} partitions")
