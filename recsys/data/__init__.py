@@ -23,22 +23,28 @@ from recsys.data.split import (
     split_digest,
 )
 from recsys.data.synthetic import (
-    FIRST_TIMESTAMP,
     GENERATOR_VERSION,
-    LAST_TIMESTAMP,
-    POPULARITY_EXPONENT,
-    POPULARITY_OFFSET,
     TWINS_FILE,
-    USER_SIGMA,
     SyntheticConfig,
     generate,
     scaled_config,
     sidecar_paths,
 )
+from recsys.data.synthetic_users import (
+    FIRST_TIMESTAMP,
+    LAST_TIMESTAMP,
+    POPULARITY_EXPONENT,
+    POPULARITY_OFFSET,
+    USER_SIGMA,
+    movie_context,
+    user_core,
+    user_rows,
+)
 
 __all__ = ["DONE_MARKER", "FIRST_TIMESTAMP", "GENERATOR_VERSION", "LAST_TIMESTAMP", "POPULARITY_EXPONENT",
            "POPULARITY_OFFSET", "TWINS_FILE", "USER_SIGMA", "Split", "SplitConfig", "SyntheticConfig",
            "assign_parts", "build_cache", "bundled_source", "content_digest", "csv_field_count",
-           "extract_zip", "generate", "load_movielens", "load_split", "make_split", "parse_fractions",
+           "extract_zip", "generate", "load_movielens", "load_split", "make_split", "movie_context",
+           "parse_fractions",
            "read_manifest", "scaled_config", "sidecar_paths", "source_checksum",
-           "spark_schema", "split_digest"]
+           "spark_schema", "split_digest", "user_core", "user_rows"]

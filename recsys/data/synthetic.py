@@ -12,8 +12,16 @@ How the data is shaped (numbers are ml-latest's):
 - Ratings per user are log-normal (shape ``USER_SIGMA`` = 1.54, minimum 1, at most
   ``n_movies``); the scale is solved in Spark so the total lands on ``n_ratings``.
 - Movie popularity follows ``w(r) = (r + r0)^-a`` over a seeded random ranking of the movies
-  (a = 2, r0 = 0.4% of the catalogue): item Gini near 0.95 at full scale. Each user draws its
-  movies by popularity without replacement (so no duplicate (userId, movieId)).
+  (a = 2, r0 = 0.4% of the catalogue): item Gini near 0.95 at full scale.
+- Which movies a user rates (``selection``), without replacement (so no duplicate
+  (userId, movieId)): ``taste`` (the default) draws them with weight
+  ``popularity x exp(TASTE_BETA * user.movie - TASTE_BETA^2 * s^2 |movie|^2 / 2)``, the second
+  factor a softmax over the user's affinities divided by its mean over users (``s`` is a user
+  factor's spread), so a movie's expected popularity stays what its rank gives it while users
+  with similar factors rate overlapping movies (what implicit feedback learns from).
+  ``popularity`` is the generator before taste selection (version 1), byte for byte: movies by
+  popularity alone, tastes only in the ratings. Per user, taste selection costs one
+  ``n_movies x rank`` product and a cumulative sum over the catalogue.
 - Rating = mean + user bias + movie bias + user factors . movie factors (``rank``) + Gaussian
   noise (``noise``), rounded to half stars (or to whole stars for the ~45% of users who never
   use half stars, as in the real histogram) and clipped to 0.5..5: mean about 3.5.
@@ -44,31 +52,22 @@ from recsys.core.constants import DEFAULT_SEED, ITEM_COL, RATING_COL, TIMESTAMP_
 from recsys.core.errors import RecsysError
 from recsys.core.params import SEED, param, validate
 from recsys.core.progress import Progress, quiet
+from recsys.data.synthetic_users import (
+    MAX_TWINS,
+    MIN_TWIN_SOURCE_RATINGS,
+    TWIN_SWAP_SHARE,
+    USER_SIGMA,
+    partition_generator,
+)
 
 #: Bumped whenever the same config would give different bytes (benchmark caches key on it).
-GENERATOR_VERSION = 1
+#: 2: ``selection`` (default ``taste``); ``selection=popularity`` still writes version 1's bytes.
+GENERATOR_VERSION = 2
 FORMATS = ("folder", "zip")
+SELECTIONS = ("taste", "popularity")
 TWINS_FILE = "planted_twins.json"
 STATS_FILE = "synthetic_stats.json"
 
-#: Log-normal shape of ratings per user, fitted to ml-latest (scale 34.5 there; ours is solved).
-USER_SIGMA = 1.54
-#: Popularity weight of the movie at rank r (0 = most popular): (r + r0)^-a, r0 = offset * n.
-POPULARITY_EXPONENT = 2.0
-POPULARITY_OFFSET = 0.004
-#: Rating model: global mean, bias spreads, spread of the factor term, half-star users' share.
-RATING_MEAN = 3.4
-USER_BIAS_SD = 0.6
-MOVIE_BIAS_SD = 0.3
-FACTOR_SD = 0.6
-HALF_STAR_USERS = 0.55
-#: Twins: share of the movie set swapped; the smallest source user that keeps Jaccard >= 0.8.
-TWIN_SWAP_SHARE = 0.05
-MIN_TWIN_SOURCE_RATINGS = 10
-MAX_TWINS = 10_000
-#: Timestamps: 1995-01-09 .. 2023-07-20, like ml-latest.
-FIRST_TIMESTAMP = 789_652_009
-LAST_TIMESTAMP = 1_689_811_200
 TAG_SHARE = 0.03
 TAG_WORDS = ("atmospheric", "funny", "sci-fi", "twist ending", "dark comedy", "visually appealing",
              "thought-provoking", "based on a book", "classic", "quirky", "slow", "overrated",
@@ -105,6 +104,10 @@ class SyntheticConfig:
     n_twins: int = param(10, "Planted near-duplicate users (at most a tenth of n_users, and at most "
                              f"{MAX_TWINS}).", low=0)
     """Planted near-duplicate users (0..min(n_users // 10, 10000))."""
+    selection: str = param("taste", "Which movies a user rates: taste (popularity x taste affinity) or "
+                                    "popularity (alone: the version 1 generator).", choices=SELECTIONS)
+    """``taste``: movies drawn by popularity x softmax of the user's factor affinities;
+    ``popularity``: by popularity alone, tastes only in the ratings (version 1's bytes)."""
     format: str = param("folder", "Write a folder or a .zip file.", choices=FORMATS)
     """``folder`` or ``zip``."""
 
@@ -147,132 +150,6 @@ def sidecar_paths(output: str, config_format: str) -> tuple[str, str]:
         stem = out[:-4] if out.endswith(".zip") else out
         return f"{stem}.{TWINS_FILE}", f"{stem}.{STATS_FILE}"
     return os.path.join(out, TWINS_FILE), os.path.join(out, STATS_FILE)
-
-
-# ---------------------------------------------------------------- per-user generation (numpy)
-
-_CONTEXTS: dict = {}
-
-
-def _context(seed: int, n_movies: int, rank: int) -> dict:
-    """Movie-side arrays, rebuilt identically from the seed in every Python worker."""
-    import numpy as np
-
-    key = (seed, n_movies, rank)
-    if key not in _CONTEXTS:
-        rng = np.random.default_rng([seed, 0, 0])
-        ranks = np.arange(n_movies, dtype=np.float64)
-        weights = (ranks + 1.0 + POPULARITY_OFFSET * n_movies) ** -POPULARITY_EXPONENT
-        cdf = np.cumsum(weights)
-        cdf /= cdf[-1]
-        movie_of_rank = rng.permutation(n_movies).astype(np.int64) + 1  # rank -> movieId
-        rank_of_movie = np.empty(n_movies, dtype=np.int64)
-        rank_of_movie[movie_of_rank - 1] = np.arange(n_movies)
-        factor_sd = (FACTOR_SD**2 / rank) ** 0.25
-        factors = rng.standard_normal((n_movies, rank)) * factor_sd  # by movieId - 1
-        # Popular movies are rated a little higher, as in the real data.
-        lift = 0.15 * (1.0 - 2.0 * rank_of_movie / max(n_movies - 1, 1))
-        bias = rng.standard_normal(n_movies) * MOVIE_BIAS_SD + lift
-        _CONTEXTS.clear()
-        _CONTEXTS[key] = {"n": n_movies, "weights": weights, "cdf": cdf, "movie_of_rank": movie_of_rank,
-                          "factors": factors, "bias": bias, "factor_sd": factor_sd, "rank": rank}
-    return _CONTEXTS[key]
-
-
-def _draw_popular(rng, ctx, k: int, exclude=None):
-    """``k`` distinct movie ranks drawn by popularity without replacement, in draw order.
-
-    Few draws relative to the catalogue: draw with replacement and keep first occurrences
-    (the same distribution). Many: Efraimidis-Spirakis keys over the whole catalogue.
-    """
-    import numpy as np
-
-    n = ctx["n"]
-    taken = np.empty(0, dtype=np.int64) if exclude is None else exclude
-    free = n - len(taken)
-    if k <= 0:
-        return np.empty(0, dtype=np.int64)
-    if k * 8 <= free:
-        have = np.empty(0, dtype=np.int64)
-        for _ in range(30):
-            need = k - len(have)
-            draws = np.searchsorted(ctx["cdf"], rng.random(2 * need + 16), side="right")
-            draws = np.minimum(draws, n - 1)
-            if len(taken):
-                draws = draws[~np.isin(draws, taken)]
-            merged = np.concatenate([have, draws])
-            _, first = np.unique(merged, return_index=True)
-            have = merged[np.sort(first)]
-            if len(have) >= k:
-                return have[:k]
-    keys = rng.exponential(size=n) / ctx["weights"]
-    if len(taken):
-        keys[taken] = np.inf
-    chosen = np.argpartition(keys, k - 1)[:k]
-    return chosen[np.argsort(keys[chosen], kind="stable")]
-
-
-def _user_core(ctx, seed: int, user: int, count: int):
-    """The part of a user a twin copies: movies (ranks, draw order), tastes, rating style."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, 1, user])
-    ranks = _draw_popular(rng, ctx, count)
-    factors = rng.standard_normal(ctx["rank"]) * ctx["factor_sd"]
-    bias = rng.standard_normal() * USER_BIAS_SD
-    half_stars = rng.random() < HALF_STAR_USERS
-    return rng, ranks, factors, bias, half_stars
-
-
-def _user_rows(ctx, seed: int, noise: float, user: int, source: int, count: int):
-    """(movieIds, ratings, timestamps) of one user, sorted by movieId."""
-    import numpy as np
-
-    rng, ranks, factors, bias, half_stars = _user_core(ctx, seed, source, count)
-    if source != user:  # a planted twin: swap a few movies, nudge the tastes
-        rng = np.random.default_rng([seed, 2, user])
-        k = max(1, int(count * TWIN_SWAP_SHARE))
-        drop = rng.choice(count, size=k, replace=False)
-        ranks = ranks.copy()
-        ranks[drop] = _draw_popular(rng, ctx, k, exclude=ranks)
-        factors = factors + rng.standard_normal(len(factors)) * 0.1 * ctx["factor_sd"]
-    movies = ctx["movie_of_rank"][ranks]
-    score = (RATING_MEAN + bias + ctx["bias"][movies - 1] + ctx["factors"][movies - 1] @ factors
-             + rng.standard_normal(len(movies)) * noise)
-    rating = np.round(score * 2.0) / 2.0 if half_stars else np.round(score)
-    rating = np.clip(rating, 0.5, 5.0)
-    span = min(float(np.exp(rng.normal(math.log(60.0), 1.5))), 3650.0) * 86400.0
-    span = min(span, LAST_TIMESTAMP - FIRST_TIMESTAMP - count - 1.0)
-    start = FIRST_TIMESTAMP + int(rng.random() * (LAST_TIMESTAMP - FIRST_TIMESTAMP - span - count))
-    gaps = np.cumsum(rng.exponential(size=count))
-    stamps = start + np.floor(gaps / gaps[-1] * span).astype(np.int64) + np.arange(count)
-    order = np.argsort(movies, kind="stable")
-    return movies[order], rating[order], stamps[order]
-
-
-def _partition_generator(seed: int, n_movies: int, rank: int, noise: float):
-    """The ``mapInPandas`` function: (userId, sourceId, n) batches -> ratings rows."""
-
-    def generate(batches):
-        import numpy as np
-        import pandas as pd
-
-        ctx = _context(seed, n_movies, rank)
-        for pdf in batches:
-            users, movies, ratings, stamps = [], [], [], []
-            for user, source, count in zip(pdf[USER_COL].to_numpy(), pdf["sourceId"].to_numpy(),
-                                           pdf["n"].to_numpy(), strict=True):
-                m, r, t = _user_rows(ctx, seed, noise, int(user), int(source), int(count))
-                users.append(np.full(len(m), user, dtype=np.int32))
-                movies.append(m.astype(np.int32))
-                ratings.append(r)
-                stamps.append(t)
-            if users:
-                yield pd.DataFrame({USER_COL: np.concatenate(users), ITEM_COL: np.concatenate(movies),
-                                    RATING_COL: np.concatenate(ratings),
-                                    TIMESTAMP_COL: np.concatenate(stamps)})
-
-    return generate
 
 
 # ---------------------------------------------------------------- users and their counts (Spark)
@@ -533,7 +410,8 @@ def generate(spark, config: SyntheticConfig, output: str, overwrite: bool = Fals
         from recsys.data.movielens import spark_schema
 
         schema: StructType = spark_schema("ratings")
-        gen = _partition_generator(config.seed, config.n_movies, config.rank, config.noise)
+        gen = partition_generator(config.seed, config.n_movies, config.rank, config.noise,
+                                   config.selection)
         t0 = time.time()
         stamped(f"[synthesize] generating ~{planned} ratings for {config.n_users} users over "
                 f"{config.n_movies} movies in {partitions} partitions")

@@ -15,8 +15,8 @@ from recsys.mlops.tracking import (
 
 
 @declared("synthesize")
-def synthesize(output, n_users, n_movies, n_ratings, seed, rank, noise, n_twins, format, overwrite,
-               spark_master, spark_conf):
+def synthesize(output, n_users, n_movies, n_ratings, seed, rank, noise, n_twins, selection, format,
+               overwrite, spark_master, spark_conf):
     """`synthesize` entry point: a MovieLens-shaped release at any scale (recsys.data.synthetic).
 
     Logs: params (the config and ``output``), metrics ``ratings``, ``users``,
@@ -30,7 +30,8 @@ def synthesize(output, n_users, n_movies, n_ratings, seed, rank, noise, n_twins,
 
     with stage_run("synthesize"):
         config = SyntheticConfig(n_users=n_users, n_movies=n_movies, n_ratings=n_ratings, seed=seed,
-                                 rank=rank, noise=noise, n_twins=n_twins, format=format)
+                                 rank=rank, noise=noise, n_twins=n_twins, selection=selection,
+                                 format=format)
         name_run(f"synthesize {config.n_ratings} ratings {config.n_users} users {config.n_movies} movies "
                  f"seed {config.seed}")
         log_new_params({**config.as_params(), "output": output})

@@ -22,7 +22,10 @@ from recsys.data import (
     SyntheticConfig,
     generate,
     load_movielens,
+    movie_context,
     sidecar_paths,
+    user_core,
+    user_rows,
 )
 
 SMALL = dict(n_users=500, n_movies=3000, n_ratings=20_000, n_twins=5, seed=7)
@@ -150,6 +153,7 @@ def test_same_seed_same_bytes_whatever_the_partitioning_and_format(spark, tmp_pa
     (dict(seed=-1), "seed"),
     (dict(n_users="many"), "n_users"),
     (dict(format="tar"), "format"),
+    (dict(selection="random"), "selection"),
 ])
 def test_bad_parameters_are_named(bad, name):
     with pytest.raises(RecsysError, match=name):
@@ -161,3 +165,73 @@ def test_remote_and_misnamed_outputs_are_refused(spark, tmp_path):
         generate(spark, SyntheticConfig(**TINY), "hdfs://namenode/data/synth", progress=quiet)
     with pytest.raises(RecsysError, match="format=zip"):
         generate(spark, SyntheticConfig(**TINY, format="zip"), str(tmp_path / "x"), progress=quiet)
+
+
+# ---------------------------------------------------------------- selection (numpy only, no Spark)
+
+#: sha256 of user_rows for (user, source, count) = (1, 1, 1), (2, 2, 30), (3, 3, 400), (4, 2, 30)
+#: (a twin of 2) with seed 7, 1,000 movies, rank 10, noise 0.5, computed with GENERATOR_VERSION 1
+#: (commit be203c1): both draw paths (with replacement and keep first, Efraimidis-Spirakis keys).
+VERSION_1_ROWS = "7fc17956e6084ac453bd850962b9df6c9d36203729f8adf106a059549ca70f85"
+
+
+def test_popularity_selection_reproduces_version_1_exactly():
+    import numpy as np
+
+    digest = hashlib.sha256()
+    ctx = movie_context(7, 1000, 10, "popularity")
+    for user, source, count in [(1, 1, 1), (2, 2, 30), (3, 3, 400), (4, 2, 30)]:
+        for column in user_rows(ctx, 7, 0.5, user, source, count):
+            digest.update(np.ascontiguousarray(column).tobytes())
+    assert digest.hexdigest() == VERSION_1_ROWS
+
+
+def _users(selection, n_users=300, count=40, n_movies=2000, seed=3):
+    """(movie-rank sets, factors, ratings) of ``n_users`` users with ``count`` movies each."""
+    ctx = movie_context(seed, n_movies, 10, selection)
+    sets, factors = [], []
+    for user in range(1, n_users + 1):
+        _, ranks, user_factors, *_ = user_core(ctx, seed, user, count)
+        assert len(set(ranks.tolist())) == count  # without replacement
+        sets.append(set(ranks.tolist()))
+        factors.append(user_factors)
+    ratings = [user_rows(ctx, seed, 0.5, user, user, count)[1] for user in range(1, n_users + 1)]
+    return sets, factors, ratings
+
+
+def _jaccard_by_factor_similarity(sets, factors):
+    """Mean Jaccard of the most and least similar quarter of user pairs by factor cosine."""
+    import numpy as np
+
+    f = np.array(factors)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    i, j = np.triu_indices(len(sets), 1)
+    cosine = np.einsum("ij,ij->i", f[i], f[j])
+    jaccard = np.array([len(sets[a] & sets[b]) / len(sets[a] | sets[b]) for a, b in zip(i, j, strict=True)])
+    low, high = np.quantile(cosine, [0.25, 0.75])
+    return jaccard[cosine >= high].mean(), jaccard[cosine <= low].mean()
+
+
+def test_taste_selection_makes_users_with_similar_factors_share_more_movies():
+    similar, dissimilar = _jaccard_by_factor_similarity(*_users("taste")[:2])
+    assert similar > 1.25 * dissimilar
+    # popularity alone: what a user rates says nothing about its tastes
+    similar, dissimilar = _jaccard_by_factor_similarity(*_users("popularity")[:2])
+    assert similar == pytest.approx(dissimilar, rel=0.1)
+
+
+def test_taste_selection_keeps_popularity_ratings_and_twins_in_range():
+    import numpy as np
+
+    sets, _, ratings = _users("taste")
+    per_rank = np.bincount([r for s in sets for r in s], minlength=2000)
+    # the head is still the head: the top 1% of the popularity ranking gets >= 10x its share
+    assert per_rank[:20].sum() / per_rank.sum() > 0.1
+    assert per_rank[:200].sum() > per_rank[1000:1200].sum() * 5
+    values = np.concatenate(ratings)
+    assert 3.2 <= values.mean() <= 3.8 and 0.35 <= (values >= 4).mean() <= 0.6
+    assert values.min() >= 0.5 and values.max() <= 5.0 and np.all(values * 2 == np.round(values * 2))
+    ctx = movie_context(3, 2000, 10, "taste")
+    source, twin = user_rows(ctx, 3, 0.5, 5, 5, 60)[0], user_rows(ctx, 3, 0.5, 301, 5, 60)[0]
+    assert len(set(source) & set(twin)) / len(set(source) | set(twin)) >= 0.8
+    assert len(set(twin.tolist())) == 60
