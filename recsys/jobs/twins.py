@@ -48,7 +48,8 @@ def twins(data, min_ratings, n_pairs, n_hashes, method, target_similarity, bucke
                              target_similarity=target_similarity, bucket_cap=bucket_cap,
                              n_random=n_random, min_common=min_common, compare_exact=compare_exact,
                              seed=seed)
-        name_run(f"twins minhash {config.method} {config.n_pairs} pairs")
+        name_run(f"twins {'exact' if config.method == 'exact' else 'minhash ' + config.method} "
+                 f"{config.n_pairs} pairs")
         log_new_params({**config.as_params(), "data": data or BUNDLED})
         start = time.time()
         spark = spark_session(spark_master, spark_conf)

@@ -18,12 +18,13 @@ from recsys.twins.candidates import (
     top_pairs,
     user_sets,
 )
-from recsys.twins.exact import exact_scored_pairs, exact_top_pairs, prefix_candidates, recall
+from recsys.twins.exact import default_tasks, exact_scored_pairs, exact_top_pairs, recall
 from recsys.twins.find import METHODS, TwinsConfig, TwinsResult, find_twins, validate_twins
 from recsys.twins.stats import compare_groups, pair_pearson, pearson_from_sums, summarize
 
 __all__ = ["METHODS", "TwinsConfig", "TwinsResult", "approx_join_candidates", "banded_candidates",
            "candidate_probability", "choose_bands", "compare_groups", "exact_scored_pairs",
-           "exact_top_pairs", "find_twins", "minhash_model", "pair_pearson", "pearson_from_sums",
-           "prefix_candidates", "recall", "score_pairs", "set_vectors", "signatures", "summarize",
+           "default_tasks", "exact_top_pairs", "find_twins", "minhash_model", "pair_pearson",
+           "pearson_from_sums",
+           "recall", "score_pairs", "set_vectors", "signatures", "summarize",
            "top_candidates", "top_pairs", "user_sets", "validate_twins"]

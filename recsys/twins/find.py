@@ -9,16 +9,25 @@ with that of uniformly random user pairs.
 
 This module holds the configuration and those two entry points; the work is in
 
-- :mod:`recsys.twins_candidates`: movie sets, MinHash signatures, banding, the
+- :mod:`recsys.twins.candidates`: movie sets, MinHash signatures, banding, the
   ``approxSimilarityJoin`` route, and the exact-Jaccard scoring of candidates (``top_pairs``);
-- :mod:`recsys.twins_exact`: the exact top pairs (every co-rated pair, or prefix filtering above
-  a floor) and ``recall`` against them;
-- :mod:`recsys.twins_stats`: random pairs, Pearson over co-rated movies, bootstrap intervals and
+- :mod:`recsys.twins.exact` and :mod:`recsys.twins.allpairs`: the exact top pairs (a compiled
+  AllPairs/PPJoin kernel in Spark tasks) and ``recall`` against them;
+- :mod:`recsys.twins.stats`: random pairs, Pearson over co-rated movies, bootstrap intervals and
   the permutation test.
 
 Methods (``TwinsConfig.method``):
 
-``banded`` (default)
+``exact`` (default)
+    The true top ``n_pairs`` by an exact top-k set-similarity join (AllPairs, Bayardo et al. 2007;
+    PPJoin, Xiao et al. 2011): movies ordered rarest first, an inverted index of every set, and
+    size, prefix and positional filters above a floor witnessed by real pairs, compiled with
+    numba and run in Spark tasks over ranges of probing users (:mod:`recsys.twins.exact`, whose
+    docstring and :mod:`recsys.twins.allpairs`'s carry the proof). The floor is the k-th best
+    Jaccard found so far, so the work shrinks to the pairs near the top. At ml-latest's size
+    this is minutes where scoring MinHash candidates took half an hour (``experiments/results/
+    twins.md``).
+``banded``
     Spark MLlib's ``MinHashLSH`` gives each user ``n_hashes`` MinHash values. The signature is cut
     into ``b`` bands of ``r`` rows (Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*,
     ch. 3.4): two users become a candidate pair when all ``r`` values of at least one band agree,
@@ -36,11 +45,6 @@ Methods (``TwinsConfig.method``):
     1 (every colliding pair that shares a movie is kept), for comparison: it ORs single hashes,
     so its candidate set grows with popular movies and heavy users. The join computes each
     candidate's exact Jaccard distance; the top is ranked by it, and only that top is re-scored.
-``exact``
-    Every pair sharing at least one movie, by a self-join of ratings on the movie: the true top
-    ``n_pairs``. Its cost is ``sum over movies of raters**2 / 2`` (2.9 M rows on ml-latest-small,
-    ~10^12 on the full ml-latest): for small data and for measuring recall only.
-
 How cost grows (U users, R ratings, M movies, b bands, C candidate pairs, S mean set size):
 the sets are one shuffle of R; signatures cost ``R * n_hashes`` hash evaluations in the JVM
 (MinHashLSH's transform) and ``U * n_hashes`` stored values; banding explodes ``U * b`` rows,
@@ -79,10 +83,9 @@ from recsys.twins.candidates import (
     choose_bands,
     signatures,
     top_candidates,
-    top_pairs,
     user_sets,
 )
-from recsys.twins.exact import exact_scored_pairs, exact_top_pairs, recall
+from recsys.twins.exact import exact_top_pairs, recall
 from recsys.twins.stats import (
     N_BOOTSTRAP,
     N_PERMUTATIONS,
@@ -106,7 +109,7 @@ class TwinsConfig:
     """How many top pairs to return."""
     n_hashes: int = param(128, "MinHash functions per user.", low=1, high=1024)
     """MinHash functions per user (MinHashLSH ``numHashTables``)."""
-    method: str = param("banded", "How candidate pairs are found.", choices=METHODS)
+    method: str = param("exact", "How the top pairs are found.", choices=METHODS)
     """``banded``, ``approx_join`` or ``exact`` (see the module docstring)."""
     target_similarity: float = param(0.5, "banded: pairs at least this similar are candidates with "
                                           "probability >= 0.99.", low=0.0, high=1.0, low_open=True,
@@ -169,10 +172,13 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = quiet,
     exact_top = None
     if config.method == "exact":
         t = time.time()
-        progress("[twins] exact: scoring every pair that shares a movie")
-        exact_top = top = top_pairs(exact_scored_pairs(us), config.n_pairs)
+        progress(f"[twins] exact: AllPairs/PPJoin top {config.n_pairs} (size, prefix and positional filters)")
+        exact_top = top = _exact(us, config, stats)
         stats["exact_seconds"] = time.time() - t
-        progress(f"[twins] exact top {len(exact_top)} in {stats['exact_seconds']:.1f}s")
+        progress(f"[twins] exact top {len(exact_top)} in {stats['exact_seconds']:.1f}s: "
+                 f"{stats['exact_tasks']} tasks, {stats['exact_candidates']} candidates, "
+                 f"{stats['exact_verified']} verified, floor "
+                 f"{stats['exact_floor0']:.3f} -> {stats['exact_final_floor']:.3f}")
     else:
         t = time.time()
         if config.method == "banded":
@@ -219,18 +225,21 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = quiet,
         if band_rows is not None:
             band_rows.unpersist()
         if config.compare_exact:
-            # The found pairs' lowest Jaccard is a floor the true n-th pair reaches (those pairs
-            # exist), so the exact top needs only the pairs at or above it: prefix filtering.
-            floor = min(p["jaccard"] for p in top) if len(top) == config.n_pairs else 0.0
             t = time.time()
-            progress(f"[twins] exact top {config.n_pairs} for recall: every pair with Jaccard >= {floor:.3f}"
-                     f" ({'prefix filtering' if floor > 0 else 'all co-rated pairs'})")
-            exact_top = exact_top_pairs(us, config.n_pairs, floor)
-            stats.update(exact_seconds=time.time() - t, exact_floor=floor)
+            progress(f"[twins] exact top {config.n_pairs} for recall")
+            exact_top = _exact(us, config, stats)
+            stats["exact_seconds"] = time.time() - t
             stats["recall"] = recall(top, exact_top)
             progress(f"[twins] recall against exact: {stats['recall']:.3f} (exact top "
                      f"{len(exact_top)} in {stats['exact_seconds']:.1f}s)")
     return TwinsResult(top=top, sets=us, exact_top=exact_top, stats=stats)
+
+
+def _exact(us: UserSets, config: TwinsConfig, stats: dict) -> list[dict]:
+    """:func:`exact_top_pairs`, its counters added to ``stats`` as ``exact_<name>``."""
+    top, counters = exact_top_pairs(us, config.n_pairs, seed=config.seed)
+    stats.update({f"exact_{name}": value for name, value in counters.items()})
+    return top
 
 
 # ---------------------------------------------------------------- validation

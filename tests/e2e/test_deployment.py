@@ -123,7 +123,9 @@ def test_standalone_cluster_matches_local(tmp_path, spark, bundled):
     assert len(remote_rows) == len(rows) == TWINS_ARGS["n_pairs"]
     assert [(int(r["userA"]), int(r["userB"]), float(r["jaccard"])) for r in remote_rows] == \
         [(r["userA"], r["userB"], pytest.approx(r["jaccard"], abs=1e-12)) for r in rows]
-    assert twins_run.data.metrics["candidate_pairs"] == result.stats["candidate_pairs"]
+    # the exact kernel ran in the cluster's Python workers (its counters depend on their number)
+    remote = twins_run.data.metrics
+    assert remote["exact_tasks"] >= 1 and 0 < remote["exact_final_floor"] <= float(remote_rows[-1]["jaccard"])
     assert twins_run.data.metrics["twins_pearson_mean"] == pytest.approx(validation["twins"]["mean"],
                                                                          abs=1e-9)
 

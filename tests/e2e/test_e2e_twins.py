@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_twins_entry_point(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    done = mlflow_run("twins", uri, "compare_exact=true")
+    done = mlflow_run("twins", uri, "method=banded", "compare_exact=true")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[twins] recall against exact" in done.stderr
     client, found = runs(uri)
@@ -31,7 +31,7 @@ def test_twins_entry_point(tmp_path):
     m = run.data.metrics
     assert m["users_kept"] == 610 and m["users_left_out"] == 0
     assert m["recall"] >= 0.95
-    assert 0 < m["exact_floor"] <= m["top_jaccard"]  # the exact top came from prefix filtering
+    assert 0 < m["exact_floor0"] <= m["exact_final_floor"] <= m["top_jaccard"]  # the exact kernel's floors
     assert (m["bands"], m["rows"]) == (42, 3)
     assert 0 < m["candidate_pairs"] < 610 * 609 / 2
     assert m["top_jaccard"] == pytest.approx(0.7)

@@ -173,7 +173,7 @@ def test_twins_job_reports_exact_jaccard_and_full_recall(split_run):
     from recsys import jobs
 
     m = jobs.twins(data=split_run.data, min_ratings=5, n_pairs=20, n_hashes=32, n_random=20,
-                   compare_exact=True, seed=3, spark_conf=CONF)
+                   method="banded", compare_exact=True, seed=3, spark_conf=CONF)
     [run] = _runs(split_run, "twins")
     assert run.info.status == "FINISHED" and run.data.metrics["users_kept"] == m["users_kept"] == USERS
     assert run.info.run_name == "twins minhash banded 20 pairs"

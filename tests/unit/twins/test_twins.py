@@ -147,7 +147,7 @@ def crafted(spark):
 @pytest.mark.slow
 def test_banded_finds_identical_first_planted_pairs_and_matches_exact(crafted):
     ratings, sets = crafted
-    config = TwinsConfig(min_ratings=1, n_pairs=5, compare_exact=True)
+    config = TwinsConfig(min_ratings=1, n_pairs=5, method="banded", compare_exact=True)
     result = find_twins(ratings, config)
     top = [(p["userA"], p["userB"]) for p in result.top]
     assert top[0] == IDENTICAL and result.top[0]["jaccard"] == 1.0
@@ -162,6 +162,22 @@ def test_banded_finds_identical_first_planted_pairs_and_matches_exact(crafted):
     assert result.stats["recall"] == 1.0
     assert result.stats["users_kept"] == len(sets) and result.stats["users_left_out"] == 0
     assert (result.stats["bands"], result.stats["rows"]) == (42, 3)
+
+
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_exact_method_ranks_ties_by_user_ids_like_brute_force(crafted, tasks):
+    """The default method on crafted data: the identical pair, then the four planted pairs tied at
+    27/33 in userA, userB order, then the background ties; as brute force over every pair."""
+    from recsys.twins import exact_top_pairs
+
+    ratings, sets = crafted
+    result = find_twins(ratings, TwinsConfig(min_ratings=1, n_pairs=40))
+    truth = _truth(sets, 40)
+    assert [(p["userA"], p["userB"]) for p in result.top] == [(a, b) for a, b, _ in truth]
+    assert [p["jaccard"] for p in result.top] == [j for _, _, j in truth]
+    assert result.exact_top == result.top and result.top[0]["common"] == 30
+    top, stats = exact_top_pairs(user_sets(ratings, 1), 40, seed=5, tasks=tasks)
+    assert top == result.top and stats["tasks"] == tasks
 
 
 @pytest.mark.slow
@@ -280,7 +296,7 @@ def bundled_exact(bundled):
 
 @pytest.mark.slow
 def test_lsh_recall_against_exact_on_bundled_data(bundled):
-    result = find_twins(bundled.ratings, TwinsConfig(compare_exact=True))
+    result = find_twins(bundled.ratings, TwinsConfig(method="banded", compare_exact=True))
     assert result.stats["users_kept"] == 610 and result.stats["users_left_out"] == 0
     assert result.stats["recall"] >= 0.95
     # checked independently with pandas on ratings.csv: users 130 and 145 share 21 of 30 movies
@@ -291,23 +307,17 @@ def test_lsh_recall_against_exact_on_bundled_data(bundled):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("floor", [0.15, 0.3, 0.6])
-def test_prefix_filtering_finds_every_pair_above_the_floor(bundled_exact, floor):
-    """The exact top at scale: prefix filtering must miss no pair with Jaccard >= floor
-    (compared with scoring every co-rated pair of the bundled data)."""
-    from pyspark.sql import functions as F
-
-    from recsys.twins import exact_top_pairs, prefix_candidates, top_pairs
+@pytest.mark.parametrize("tasks", [1, 3])
+def test_exact_method_equals_scoring_every_co_rated_pair_on_bundled_data(bundled_exact, tasks):
+    """The exact method at scale is the top of scoring all ~2.9M co-rated pairs of the bundled
+    data (ties at the 100th value included), however many tasks split the probing."""
+    from recsys.twins import exact_top_pairs, top_pairs
 
     us, scored = bundled_exact
-    every = scored.filter(F.col("jaccard") >= floor)
-    wanted = {(r["userA"], r["userB"]) for r in every.select("userA", "userB").collect()}
-    found = {(r["userA"], r["userB"]) for r in prefix_candidates(us, floor).collect()}
-    assert wanted and wanted <= found
-    n = min(len(wanted), 100)
-    assert exact_top_pairs(us, n, floor) == top_pairs(scored, n)
-    with pytest.raises(RecsysError, match="only"):
-        exact_top_pairs(us, len(wanted) + 1, floor)
+    top, stats = exact_top_pairs(us, 100, seed=3, tasks=tasks)
+    assert top == top_pairs(scored, 100)
+    # every task's floor is witnessed by real pairs: never above the true 100th value
+    assert stats["tasks"] == tasks and 0 < stats["floor0"] <= stats["final_floor"] <= top[-1]["jaccard"]
 
 
 @pytest.mark.slow
