@@ -17,7 +17,7 @@ Writes ``<out>/backends.csv`` (one row per trial: feedback, objective, backend, 
 the trial's objective value, the best so far, its params and seconds) and ``<out>/backends.md``
 (median and range over the seeds of the best objective after 5, 10 and N trials). Search states
 go to ``<state-dir>/<search key>/state.json``: an interrupted comparison, run again, resumes each
-search where it stopped (same proposals, see recsys/search.py) instead of starting over.
+search where it stopped (same proposals, see recsys/search/run.py) instead of starting over.
 """
 
 from __future__ import annotations

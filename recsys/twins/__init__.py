@@ -10,6 +10,7 @@ from recsys.twins.candidates import (
     banded_candidates,
     candidate_probability,
     choose_bands,
+    min_agreement,
     minhash_model,
     score_pairs,
     set_vectors,
@@ -24,7 +25,7 @@ from recsys.twins.stats import compare_groups, pair_pearson, pearson_from_sums, 
 
 __all__ = ["METHODS", "TwinsConfig", "TwinsResult", "approx_join_candidates", "banded_candidates",
            "candidate_probability", "choose_bands", "compare_groups", "exact_scored_pairs",
-           "default_tasks", "exact_top_pairs", "find_twins", "minhash_model", "pair_pearson",
+           "default_tasks", "exact_top_pairs", "find_twins", "min_agreement", "minhash_model", "pair_pearson",
            "pearson_from_sums",
            "recall", "score_pairs", "set_vectors", "signatures", "summarize",
            "top_candidates", "top_pairs", "user_sets", "validate_twins"]

@@ -7,6 +7,7 @@ these in :func:`recsys.twins.find_twins`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from recsys.core.constants import ITEM_COL, USER_COL
@@ -195,11 +196,25 @@ def sizes_can_reach(t: float):
     return F.least("size_a", "size_b") >= F.lit(t) * F.greatest("size_a", "size_b")
 
 
+#: Standard deviations of the signature estimate kept below the floor (:mod:`recsys.twins.verify`).
+MARGIN_SD = 4.0
+
+
+def min_agreement(floor: float, n_hashes: int, margin_sd: float = MARGIN_SD) -> int:
+    """Fewest agreeing MinHash values a pair of Jaccard >= ``floor`` falls below with
+    probability about ``Phi(-margin_sd)``."""
+    if floor <= 0.0:
+        return 0
+    spread = margin_sd * math.sqrt(floor * (1.0 - floor) / n_hashes)
+    return max(0, math.floor(n_hashes * (floor - spread)))
+
+
 #: The first pass of :func:`top_candidates` scores this many times ``n_pairs`` candidates.
 FIRST_PASS_FACTOR = 10
 
 
-def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0) -> tuple[list[dict], dict]:
+def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0, sigs=None,
+                   n_hashes: int = 0) -> tuple[list[dict], dict]:
     """The top ``n_pairs`` of ``candidates`` by exact Jaccard, the same rows as
     ``top_pairs(score_pairs(candidates, sets), n_pairs)``, without carrying every candidate's
     movie arrays through the scoring joins.
@@ -210,7 +225,10 @@ def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0) -> tuple
     The lowest Jaccard ``f`` of their top ``n_pairs`` is a floor the true ``n_pairs``-th candidate
     reaches (those pairs exist), and since Jaccard <= min(size) / max(size), every candidate with
     Jaccard >= ``f`` has ``min size >= f * max size``. The second pass drops the others using the
-    two sizes alone (integers, cheap to join) and scores the rest. Candidates that already carry
+    two sizes alone (integers, cheap to join) and scores the rest; given the users' MinHash
+    signatures ``sigs`` (``n_hashes`` values each), the second pass instead rules out, in tasks,
+    the candidates whose sizes or signature agreement cannot reach the floor and scores only the
+    rest (:mod:`recsys.twins.verify`). Candidates that already carry
     a ``jaccard`` (``approx_join``) are ranked by it, and only ``2 * n_pairs`` of them are scored
     again. Returns ``(top, stats)`` with
     ``floor`` (0: no first pass), ``first_pass_pairs`` and ``scored_pairs`` (candidates whose
@@ -220,6 +238,7 @@ def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0) -> tuple
     from pyspark.sql import functions as F
 
     stats: dict = {"floor": 0.0, "first_pass_pairs": 0}
+    found: list[dict] = []
     if "jaccard" in candidates.columns:
         # approxSimilarityJoin's candidates carry their Jaccard already: rank by it and score only
         # a slack of 2 * n_pairs (ties at float precision), rather than join every candidate again
@@ -237,6 +256,18 @@ def top_candidates(candidates, sets, n_pairs: int, first_pass: int = 0) -> tuple
         first.unpersist()
         if len(found) == n_pairs:
             stats["floor"] = min(p["jaccard"] for p in found)
+    if sigs is not None and stats["floor"] > 0:
+        # most candidates are ruled out by their sizes and signatures, the rest scored in tasks
+        from recsys.twins.exact import default_tasks
+        from recsys.twins.verify import score_candidates
+
+        tasks = default_tasks(sets.sparkSession)
+        rest, counts = score_candidates(candidates, sets, sigs, n_pairs, stats["floor"], n_hashes, tasks)
+        stats.update(scored_pairs=counts["scored_exactly"], size_passed=counts["size_passed"],
+                     min_agreement=min_agreement(stats["floor"], n_hashes))
+        merged = {(p["userA"], p["userB"]): p for p in [*found, *rest]}
+        top = sorted(merged.values(), key=lambda p: (-p["jaccard"], p["userA"], p["userB"]))[:n_pairs]
+        return [{c: p[c] for c in TOP_COLUMNS} for p in top], stats
     kept = candidates.select("userA", "userB")
     if stats["floor"] > 0:
         t = stats["floor"] - 1e-9  # conservative: keeping a pair too many never changes the top

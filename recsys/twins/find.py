@@ -188,7 +188,9 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = quiet,
                                                                          bands, rows))
             progress(f"[twins] MinHash signatures ({config.n_hashes} hashes) -> {bands} bands x {rows} "
                      f"rows, threshold ~{stats['band_threshold']:.2f}")
-            sigs = signatures(us.sets, us.n_movies, config.n_hashes, config.seed)
+            # banding and the signature check both read them: computed once
+            sigs = signatures(us.sets, us.n_movies, config.n_hashes, config.seed).persist(
+                StorageLevel.MEMORY_AND_DISK)
             candidates, band_rows = banded_candidates(sigs, bands, rows, config.bucket_cap, config.seed)
             from pyspark.sql import functions as F
 
@@ -206,24 +208,31 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = quiet,
         else:
             progress(f"[twins] approxSimilarityJoin with {config.n_hashes} hash tables")
             candidates = approx_join_candidates(us.sets, us.n_movies, config.n_hashes, config.seed)
-            band_rows = None
+            band_rows = sigs = None
         candidates = candidates.persist(StorageLevel.MEMORY_AND_DISK)
         stats["candidate_pairs"] = int(candidates.count())
         stats["candidates_seconds"] = time.time() - t
         progress(f"[twins] {stats['candidate_pairs']} candidate pairs in {stats['candidates_seconds']:.1f}s")
         t = time.time()
+        banded = config.method == "banded"
         top, scoring = top_candidates(candidates, us.sets, config.n_pairs,
-                                      FIRST_PASS_FACTOR * config.n_pairs if config.method == "banded" else 0)
+                                      FIRST_PASS_FACTOR * config.n_pairs if banded else 0,
+                                      sigs=sigs, n_hashes=config.n_hashes)
         stats["scoring_seconds"] = time.time() - t
         stats.update(scored_pairs=scoring["scored_pairs"], size_floor=scoring["floor"])
+        stats.update({key: scoring[key] for key in ("size_passed", "min_agreement") if key in scoring})
         if scoring["first_pass_pairs"]:
+            checks = f"{scoring['scored_pairs']} have sizes that can reach it"
+            if "size_passed" in scoring:
+                checks = (f"{scoring['size_passed']} have sizes that can reach it, {scoring['scored_pairs']} "
+                          f"also >= {scoring['min_agreement']} of {config.n_hashes} MinHash values in common")
             progress(f"[twins] first pass: the {scoring['first_pass_pairs']} pairs met in most bands give "
-                     f"a Jaccard floor {scoring['floor']:.3f}; {scoring['scored_pairs']} candidates have "
-                     "sizes that can reach it")
+                     f"a Jaccard floor {scoring['floor']:.3f}; of the candidates, {checks}")
         progress(f"[twins] exact Jaccard of candidates, top {len(top)} in {stats['scoring_seconds']:.1f}s")
         candidates.unpersist()
         if band_rows is not None:
             band_rows.unpersist()
+            sigs.unpersist()
         if config.compare_exact:
             t = time.time()
             progress(f"[twins] exact top {config.n_pairs} for recall")

@@ -65,6 +65,15 @@ def test_choose_bands_takes_the_most_rows_that_still_catch_the_target():
     assert choose_bands(4, 0.05) == (4, 1)  # nothing reaches 0.99: every hash is its own band
 
 
+def test_min_agreement_keeps_four_standard_deviations_below_the_floor():
+    from recsys.twins import min_agreement
+
+    # floor 0.5 of 128 hashes: sd sqrt(0.25 / 128) = 0.0442, 4 sd = 0.1768 -> 128 * 0.3232 = 41.4
+    assert min_agreement(0.5, 128) == 41
+    assert min_agreement(0.0, 128) == 0 and min_agreement(0.05, 16) == 0
+    assert min_agreement(0.9, 1024) < 0.9 * 1024
+
+
 def test_pearson_from_sums_matches_a_hand_computed_case():
     x, y = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 5.0, 4.0]
     sums = (4, sum(x), sum(y), sum(v * v for v in x), sum(v * v for v in y),
@@ -241,7 +250,7 @@ def test_oversized_buckets_are_split_and_results_stay_correct(spark):
     ratings = _ratings(spark, rows)
     cap = 4
     n_pairs = len(CLUSTER) * (len(CLUSTER) - 1) // 2 + 1 + len(PLANTED)  # 435 + 1 + 4 pairs above 0.8
-    result = find_twins(ratings, TwinsConfig(min_ratings=1, n_pairs=n_pairs, bucket_cap=cap))
+    result = find_twins(ratings, TwinsConfig(min_ratings=1, n_pairs=n_pairs, bucket_cap=cap, method="banded"))
     assert result.stats["largest_bucket"] >= len(CLUSTER)
     assert result.stats["split_buckets"] >= 42  # the cluster's bucket in every band
     truth = {(a, b): j for a, b, j in _truth(sets, n_pairs)}
@@ -336,6 +345,10 @@ def test_scoring_by_a_size_floor_gives_the_same_top_as_scoring_every_candidate(b
     # the 100th of the 1000 most-banded pairs is a floor at or below the true 100th (0.457)
     assert 0.3 < stats["floor"] <= every[-1]["jaccard"]
     assert stats["first_pass_pairs"] == 1000 and 0 < stats["scored_pairs"] < n_candidates
+    # with the signatures, most candidates are ruled out before any exact scoring; same top here
+    with_sigs, sig_stats = top_candidates(candidates, us.sets, 100, first_pass=1000, sigs=sigs, n_hashes=128)
+    assert with_sigs == every
+    assert sig_stats["scored_pairs"] < sig_stats["size_passed"] == stats["scored_pairs"]
     # no first pass (or no band counts): every candidate is scored, same top
     for frame, first_pass in ((candidates, 0), (candidates.select("userA", "userB"), 1000)):
         top, stats = top_candidates(frame, us.sets, 100, first_pass)
