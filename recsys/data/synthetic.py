@@ -18,7 +18,10 @@ How the data is shaped (numbers are ml-latest's):
   ``popularity x exp(TASTE_BETA * user.movie - TASTE_BETA^2 * s^2 |movie|^2 / 2)``, the second
   factor a softmax over the user's affinities divided by its mean over users (``s`` is a user
   factor's spread), so a movie's expected popularity stays what its rank gives it while users
-  with similar factors rate overlapping movies (what implicit feedback learns from).
+  with similar factors rate overlapping movies (what implicit feedback learns from). Each
+  (user, movie) weight also carries its own log-normal noise (``TASTE_NOISE_SD``): it spreads
+  a user's choices like taste does but is shared by no one, so ALS has less to learn (the
+  implicit-ALS / popularity ratio of ml-latest-small is matched with a lower ``TASTE_BETA``).
   ``popularity`` is the generator before taste selection (version 1), byte for byte: movies by
   popularity alone, tastes only in the ratings. Per user, taste selection costs one
   ``n_movies x rank`` product and a cumulative sum over the catalogue.
@@ -62,7 +65,8 @@ from recsys.data.synthetic_users import (
 
 #: Bumped whenever the same config would give different bytes (benchmark caches key on it).
 #: 2: ``selection`` (default ``taste``); ``selection=popularity`` still writes version 1's bytes.
-GENERATOR_VERSION = 2
+#: 3: taste selection with a lower beta and per-(user, movie) log-normal noise (issue 26 calibration).
+GENERATOR_VERSION = 3
 FORMATS = ("folder", "zip")
 SELECTIONS = ("taste", "popularity")
 TWINS_FILE = "planted_twins.json"

@@ -24,16 +24,20 @@ HALF_STAR_USERS = 0.55
 #: Taste selection: softmax temperature on user.movie affinities (in rating points), and the
 #: global mean that replaces RATING_MEAN (users pick movies they like, which lifts the ratings).
 #: Calibrated on ml-latest-small (experiments/results/synthetic_calibration.md).
-TASTE_BETA = 4.5
-TASTE_RATING_MEAN = 3.0
+TASTE_BETA = 3.0
+TASTE_RATING_MEAN = 3.1
 #: ... a user's own beta is TASTE_BETA x log-normal(TASTE_BETA_SD): mainstream users (small beta)
 #: share blockbusters, enthusiasts follow their taste, so few pairs are close and some very close
 #: (ml-latest-small: 100th-best Jaccard 0.46 but only 1,192 pairs >= 0.3).
-TASTE_BETA_SD = 1.0
+TASTE_BETA_SD = 1.1
 #: ... and its popularity curve, (r + r0)^-a as above, a little steeper than POPULARITY_EXPONENT
 #: (taste spreads the draws over the catalogue).
 TASTE_POPULARITY_EXPONENT = 2.25
 TASTE_POPULARITY_OFFSET = 0.004
+#: ... and per-(user, movie) noise: log weight + N(0, TASTE_NOISE_SD^2), a log-normal factor drawn
+#: afresh for every user and movie. It spreads a user's choices over the catalogue as taste does
+#: (so the Jaccard spread survives a lower beta) but is shared by no one, so ALS cannot learn it.
+TASTE_NOISE_SD = 0.75
 #: Twins: share of the movie set swapped; the smallest source user that keeps Jaccard >= 0.8.
 TWIN_SWAP_SHARE = 0.05
 MIN_TWIN_SOURCE_RATINGS = 10
@@ -80,11 +84,13 @@ def movie_context(seed: int, n_movies: int, rank: int, selection: str = "popular
     return _CONTEXTS[key]
 
 
-def _taste_weights(ctx, factors, beta: float):
+def _taste_weights(ctx, factors, beta: float, rng):
     """(weights, cdf, log weights) by popularity rank of one user's taste selection."""
     import numpy as np
 
     log_weights = ctx["log_popularity"] + beta * (ctx["rank_factors"] @ factors) - beta**2 * ctx["half_norms"]
+    if TASTE_NOISE_SD > 0:  # E[exp(sd Z)] is the same for every movie: popularity is kept on average
+        log_weights += TASTE_NOISE_SD * rng.standard_normal(len(log_weights))
     log_weights -= log_weights.max()
     weights = np.exp(log_weights)  # may underflow to 0 far in the tail: never drawn by the cdf
     cdf = np.cumsum(weights)
@@ -145,7 +151,7 @@ def user_core(ctx, seed: int, user: int, count: int):
     half_stars = rng.random() < HALF_STAR_USERS
     if ctx["selection"] == "taste":
         beta = TASTE_BETA * math.exp(TASTE_BETA_SD * rng.standard_normal())
-        drawn_by = _taste_weights(ctx, factors, beta)
+        drawn_by = _taste_weights(ctx, factors, beta, rng)
         ranks = _draw(rng, *drawn_by[:2], count, log_weights=drawn_by[2])
     return rng, ranks, factors, bias, half_stars, drawn_by
 
