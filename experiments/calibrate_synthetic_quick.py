@@ -18,12 +18,22 @@ tracked the full script within about 10% on the releases tried; confirm with the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import calibrate_synthetic as full  # noqa: E402
+
+def _sibling(name: str):
+    """Another script of experiments/, loaded by its path (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                     f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+full = _sibling("calibrate_synthetic")
 
 
 def release_users(release: str):
