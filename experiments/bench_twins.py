@@ -16,9 +16,10 @@ release shaped like ml-latest (``recsys.data.scaled_config``) is generated or re
    --method <m>`` as a subprocess with its own MLflow store (``banded`` also with
    ``--compare-exact true``, so it reports its recall). The duration is the MLflow run's end
    time minus its start time (reading and validating the data count); the Parquet cache of the
-   release is built by the first run of the scale and reused by later ones, as a user's later
-   runs reuse it (the cold first run is marked). Peak anonymous resident memory of the JVM, the
-   Python driver and the Python workers is polled from /proc every 0.5 s
+   release (under ``--work-dir``) is built by the first run that reads it and reused by later
+   ones, as a user's later runs reuse it (that cold first run is marked and left out of
+   medians). Peak anonymous resident memory of the JVM, the Python driver and the Python
+   workers is polled from /proc every 0.5 s
    (``benchmark.run_measured``), with the 1-minute load average when the run started.
 3. **Checks**: the run's ``twins.csv`` against the reference: the same Jaccards to 1e-12 at
    every rank and the same pairs up to ties at the last value (``equal``), and its recall.
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
                       "users_kept": stats["users_kept"], "scored_exactly": int(stats["pairs_scored"]),
                       "last_jaccard": reference[-1]["jaccard"] if reference else "", "status": "ok",
                       "note": "scipy, one process; CSV read included"})
-            cache = scratch / "cache"  # the release's Parquet cache: built by the first run
+            cache = work_dir / "cache" / release.name  # the release's Parquet cache: built by its first run
             for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
                 for repeat in range(1, args.repeats + 1):
                     cold = not cache.exists()
