@@ -96,7 +96,8 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
                         "split_dir": split_dir, "search_key": key})
         mlflow.set_tags({TAG_FEEDBACK: config.feedback, TAG_OBJECTIVE: config.metric,
                          TAG_SEARCH_KEY: key, TAG_SPLIT: digest})
-        mlflow.log_artifact(resolve_space_path(space))
+        with open(resolve_space_path(space), encoding="utf-8") as fh:  # the same name whichever file
+            mlflow.log_text(fh.read(), "search_space.yaml")
         client = mlflow.MlflowClient()
         kill_stale_runs(client, parent.info.experiment_id, key, parent_id)
         say(f"[als_search] {config.feedback} ALS, objective {config.metric} "
