@@ -13,6 +13,7 @@ time alone says little. ``--cpu-durations=N`` lists the N tests that used the mo
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -99,6 +100,19 @@ def _isolated_cache(tmp_path_factory):
     uri = "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     yield uri
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leaks(_isolated_cache):
+    """A test that calls ``mlflow.set_tracking_uri`` must not send later tests' runs to its store
+    (MLflow's global URI wins over MLFLOW_TRACKING_URI): unset it after every test, and put the
+    environment back (``set_tracking_uri(None)`` also removes the variable)."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 @pytest.fixture()
