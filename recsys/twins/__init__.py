@@ -12,6 +12,7 @@ from recsys.twins.candidates import (
     choose_bands,
     min_agreement,
     minhash_model,
+    movie_sets,
     score_pairs,
     set_vectors,
     signatures,
@@ -25,7 +26,7 @@ from recsys.twins.stats import compare_groups, pair_pearson, pearson_from_sums, 
 
 __all__ = ["METHODS", "TwinsConfig", "TwinsResult", "approx_join_candidates", "banded_candidates",
            "candidate_probability", "choose_bands", "compare_groups", "exact_scored_pairs",
-           "default_tasks", "exact_top_pairs", "find_twins", "min_agreement", "minhash_model", "pair_pearson",
-           "pearson_from_sums",
-           "recall", "score_pairs", "set_vectors", "signatures", "summarize",
-           "top_candidates", "top_pairs", "user_sets", "validate_twins"]
+           "default_tasks", "exact_top_pairs", "find_twins", "min_agreement", "minhash_model",
+           "movie_sets", "pair_pearson", "pearson_from_sums", "recall", "score_pairs",
+           "set_vectors", "signatures", "summarize", "top_candidates", "top_pairs", "user_sets",
+           "validate_twins"]

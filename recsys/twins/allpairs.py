@@ -480,7 +480,7 @@ def task_top_k(user_ids=None, offsets=None, tokens=None, k: int = 100, n_tasks: 
     lc, lu = (int(h[0, 0]), int(h[1, 0])) if hn >= k else (0, 1)
     counters = dict(zip(("probes", "entries_scanned", "candidates", "verified", "merges", "offered"),
                         ctr.tolist(), strict=False))
-    counters.update(floor0=fc / fu, final_floor=lc / lu, n_sample=int(is_sample.sum()),
+    counters.update(floor0=fc / fu, final_floor=lc / lu, n_sample=int(is_sample.sum()), movies=P.n_movies,
                     index_rebuilds=rebuilds, index_final_entries=int(index[1].size), timings=times)
     return TaskResult(_heap_to_pairs(h, hn), counters)
 

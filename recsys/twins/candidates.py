@@ -60,6 +60,24 @@ class UserSets:
     users_left_out: int
 
 
+def movie_sets(ratings, min_ratings: int, user_col: str = USER_COL, item_col: str = ITEM_COL) -> UserSets:
+    """Kept users' sets of movie ids as rated (sorted, duplicates collapsed), in one aggregation:
+    what the exact method needs (it orders movies itself). ``n_movies`` is left 0: the exact
+    kernel counts the movies as it indexes them."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    grouped = (ratings.groupBy(F.col(user_col).alias("user"))
+               .agg(F.array_sort(F.collect_set(F.col(item_col).cast("int"))).alias("items"))
+               .withColumn("n_items", F.size("items"))
+               .persist(StorageLevel.MEMORY_AND_DISK))
+    totals = grouped.agg(F.count("*").alias("users"),
+                         F.sum(F.when(F.col("n_items") >= min_ratings, 1).otherwise(0)).alias("kept")).first()
+    users_total, users_kept = int(totals["users"] or 0), int(totals["kept"] or 0)
+    return UserSets(sets=grouped.filter(F.col("n_items") >= min_ratings), n_movies=0, users_kept=users_kept,
+                    users_left_out=users_total - users_kept)
+
+
 def user_sets(ratings, min_ratings: int, user_col: str = USER_COL, item_col: str = ITEM_COL) -> UserSets:
     """Kept users' movie sets with movies re-indexed densely (0..n_movies-1) in Spark."""
     from pyspark import StorageLevel

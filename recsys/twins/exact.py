@@ -84,7 +84,8 @@ def exact_top_pairs(user_sets_: UserSets, n_pairs: int, seed: int = 0,
     """The exact top ``n_pairs`` (Jaccard descending, then userA, then userB ascending) of the
     kept users' pairs that share at least one movie, and the kernel's counters summed over tasks
     (``tasks``, ``probes``, ``candidates``, ``verified``, ``floor0``: the sample's floor,
-    ``final_floor``: the highest task floor, ``task_seconds_max``).
+    ``final_floor``: the highest task floor, ``task_seconds_max``, ``movies``: distinct movies
+    of the kept users).
 
     ``tasks``: how many groups run the kernel (0: :func:`default_tasks`). ``seed`` picks the
     sample of users that sets the first floor; it changes the work, never the result.
@@ -108,7 +109,7 @@ def exact_top_pairs(user_sets_: UserSets, n_pairs: int, seed: int = 0,
     top = [{name: r[name] for name in PAIR_COLUMNS} for r in rows if r["stats"] is None][:n_pairs]
     summary = {"tasks": tasks, "floor0": min(s["floor0"] for s in stats),
                "final_floor": max(s["final_floor"] for s in stats),
-               "task_seconds_max": max(s["seconds"] for s in stats)}
+               "task_seconds_max": max(s["seconds"] for s in stats), "movies": stats[0]["movies"]}
     for name in ("probes", "entries_scanned", "candidates", "verified"):
         summary[name] = sum(int(s[name]) for s in stats)
     return top, summary

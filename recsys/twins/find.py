@@ -81,6 +81,7 @@ from recsys.twins.candidates import (
     banded_candidates,
     candidate_probability,
     choose_bands,
+    movie_sets,
     signatures,
     top_candidates,
     user_sets,
@@ -160,11 +161,15 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = quiet,
     stats: dict = {}
     t0 = time.time()
     progress(f"[twins] building movie sets (min_ratings={config.min_ratings})")
-    us = user_sets(ratings, config.min_ratings, user_col=user_col, item_col=item_col)
-    stats.update(users_kept=us.users_kept, users_left_out=us.users_left_out, movies=us.n_movies)
+    # exact orders the movies itself; MinHash needs them indexed densely (one more pass)
+    sets_of = movie_sets if config.method == "exact" else user_sets
+    us = sets_of(ratings, config.min_ratings, user_col=user_col, item_col=item_col)
+    stats.update(users_kept=us.users_kept, users_left_out=us.users_left_out)
+    if us.n_movies:
+        stats["movies"] = us.n_movies
     stats["sets_seconds"] = time.time() - t0
     progress(f"[twins] {us.users_kept} users kept, {us.users_left_out} left out (< {config.min_ratings} "
-             f"movies), {us.n_movies} movies; {stats['sets_seconds']:.1f}s")
+             f"movies); {stats['sets_seconds']:.1f}s")
     if us.users_kept < 2:
         raise RecsysError(f"min_ratings={config.min_ratings} keeps {us.users_kept} user(s); "
                           "at least 2 are needed to form pairs: lower min_ratings")
@@ -177,7 +182,7 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = quiet,
         stats["exact_seconds"] = time.time() - t
         progress(f"[twins] exact top {len(exact_top)} in {stats['exact_seconds']:.1f}s: "
                  f"{stats['exact_tasks']} tasks, {stats['exact_candidates']} candidates, "
-                 f"{stats['exact_verified']} verified, floor "
+                 f"{stats['exact_verified']} verified, {stats['movies']} movies, floor "
                  f"{stats['exact_floor0']:.3f} -> {stats['exact_final_floor']:.3f}")
     else:
         t = time.time()
@@ -247,6 +252,7 @@ def find_twins(ratings, config: TwinsConfig, progress: Progress = quiet,
 def _exact(us: UserSets, config: TwinsConfig, stats: dict) -> list[dict]:
     """:func:`exact_top_pairs`, its counters added to ``stats`` as ``exact_<name>``."""
     top, counters = exact_top_pairs(us, config.n_pairs, seed=config.seed)
+    stats.setdefault("movies", counters.pop("movies"))  # the kernel counted them
     stats.update({f"exact_{name}": value for name, value in counters.items()})
     return top
 

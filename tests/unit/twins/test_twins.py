@@ -16,6 +16,7 @@ from recsys.twins import (
     choose_bands,
     compare_groups,
     find_twins,
+    movie_sets,
     pair_pearson,
     pearson_from_sums,
     signatures,
@@ -185,6 +186,9 @@ def test_exact_method_ranks_ties_by_user_ids_like_brute_force(crafted, tasks):
     assert [(p["userA"], p["userB"]) for p in result.top] == [(a, b) for a, b, _ in truth]
     assert [p["jaccard"] for p in result.top] == [j for _, _, j in truth]
     assert result.exact_top == result.top and result.top[0]["common"] == 30
+    assert result.stats["movies"] == len(set().union(*sets.values()))  # counted by the kernel
+    kept = {r["user"]: r["items"] for r in movie_sets(ratings, 26).sets.collect()}  # 10 users
+    assert kept == {u: sorted(s) for u, s in sets.items() if len(s) >= 26}  # raw ids, sorted
     top, stats = exact_top_pairs(user_sets(ratings, 1), 40, seed=5, tasks=tasks)
     assert top == result.top and stats["tasks"] == tasks
 
