@@ -145,6 +145,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n-pairs", type=int, default=100)
     parser.add_argument("--min-ratings", type=int, default=20)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--n-twins", type=int, default=None,
+                        help="planted near-duplicate users (default: scaled_config's n_users // 1000); "
+                             "at 33.8M its 331 would fill the top 100 by themselves: give 0 there")
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "recsys-bench"))
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE")
@@ -179,11 +182,13 @@ def main(argv=None) -> int:
 
     for selection in [s.strip() for s in args.selections.split(",") if s.strip()]:
         for label in [s.strip() for s in args.scales.split(",") if s.strip()]:
-            config = scaled_config(bench.parse_scale(label), seed=args.seed, selection=selection)
+            overrides = {} if args.n_twins is None else {"n_twins": args.n_twins}
+            config = scaled_config(bench.parse_scale(label), seed=args.seed, selection=selection, **overrides)
             release = bench.release_for(config, work_dir)
             scratch = Path(tempfile.mkdtemp(prefix=f"twins-{selection}-{label}-", dir=work_dir))
             when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            base = {"selection": selection, "scale": label, "when": when}
+            base = {"selection": selection, "scale": label, "when": when,
+                    "note": f"{config.n_twins} planted twins"}
             if not (release / "synthetic_stats.json").exists():
                 cmd = [sys.executable, "-m", "recsys", "synthesize", "--output", str(release),
                        "--n-users", str(config.n_users), "--n-movies", str(config.n_movies),
@@ -208,7 +213,7 @@ def main(argv=None) -> int:
                 keep({**base, "method": "reference", "repeat": 0, "seconds": round(time.time() - started, 1),
                       "users_kept": stats["users_kept"], "scored_exactly": int(stats["pairs_scored"]),
                       "last_jaccard": reference[-1]["jaccard"] if reference else "", "status": "ok",
-                      "note": "scipy, one process; CSV read included"})
+                      "note": f"scipy, one process; CSV read included; {config.n_twins} planted twins"})
             cache = work_dir / "cache" / release.name  # the release's Parquet cache: built by its first run
             for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
                 for repeat in range(1, args.repeats + 1):
