@@ -1,9 +1,9 @@
 """Movie twins, exact: the true top pairs by Jaccard of rated-movie sets, and recall against them.
 
 :func:`exact_top_pairs` is the ``exact`` method, made for full scale. Every user's set is
-replicated to ``tasks`` groups (a cross join with ``spark.range(tasks)``, range-partitioned so
-each group is one partition), and each group runs the compiled AllPairs/PPJoin kernel of
-:mod:`recsys.twins.allpairs` in ``groupBy("task").applyInArrow``: task ``t`` probes the users of
+replicated to ``tasks`` groups (a cross join with ``spark.range(tasks)``, range-partitioned into
+``tasks`` partitions), and each group runs the compiled AllPairs/PPJoin kernel of
+:mod:`recsys.twins.allpairs` in ``mapInArrow``: task ``t`` probes the users of
 rank ``t, t + tasks, ...`` against an inverted index of every set, with size, prefix and
 positional filters above a floor that starts at the k-th Jaccard of a seeded sample of users
 and rises with the task's own top list. Each task returns its top ``n_pairs`` rows; the union
@@ -47,34 +47,48 @@ def default_tasks(spark) -> int:
     return int(spark.range(1 << 16).select(F.spark_partition_id().alias("p")).distinct().count())
 
 
+def _one_task(table, task: int, n_pairs: int, tasks: int, seed: int):
+    """One task's top list as an Arrow table (+ a last row of JSON counters)."""
+    import time
+
+    import numpy as np
+    import pyarrow as pa
+
+    from recsys.twins.allpairs import task_top_k
+
+    started = time.perf_counter()
+    items = table.column("items").combine_chunks()
+    offsets = items.offsets.to_numpy().astype(np.int64)
+    tokens = items.values.to_numpy()[offsets[0]:offsets[-1]].astype(np.int32, copy=False)
+    result = task_top_k(table.column("user").to_numpy().astype(np.int64), offsets - offsets[0], tokens,
+                        k=n_pairs, n_tasks=tasks, task=task, sample_size=SAMPLE_USERS, seed=seed)
+    stats = {**result.counters, "rows": table.num_rows, "entries": int(tokens.size),
+             "seconds": time.perf_counter() - started}
+    pairs = result.pairs
+    m = len(pairs["userA"])
+    columns = {"task": pa.array(np.full(m + 1, task), pa.int32())}
+    for name, kind in zip(PAIR_COLUMNS, (pa.int64(), pa.int64(), pa.int32(), pa.int32(), pa.int32(),
+                                         pa.float64()), strict=True):
+        columns[name] = pa.array(list(pairs[name]) + [None], kind)  # the last row carries the stats
+    columns["stats"] = pa.array([None] * m + [json.dumps(stats, default=float)], pa.string())
+    return pa.table(columns)
+
+
 def _task_top(n_pairs: int, tasks: int, seed: int):
-    """The ``applyInArrow`` function: one task's top list (+ one row of JSON counters)."""
+    """The ``mapInArrow`` function: the top list of every task whose copy of the sets is in this
+    partition (one, unless range partitioning put two tasks together)."""
 
-    def run(key, table):
-        import time
-
-        import numpy as np
+    def run(batches):
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        from recsys.twins.allpairs import task_top_k
-
-        started = time.perf_counter()
-        task = int(key[0].as_py())
-        items = table.column("items").combine_chunks()
-        offsets = items.offsets.to_numpy().astype(np.int64)
-        tokens = items.values.to_numpy()[offsets[0]:offsets[-1]].astype(np.int32, copy=False)
-        result = task_top_k(table.column("user").to_numpy().astype(np.int64), offsets - offsets[0], tokens,
-                            k=n_pairs, n_tasks=tasks, task=task, sample_size=SAMPLE_USERS, seed=seed)
-        stats = {**result.counters, "rows": table.num_rows, "entries": int(tokens.size),
-                 "seconds": time.perf_counter() - started}
-        pairs = result.pairs
-        m = len(pairs["userA"])
-        columns = {"task": pa.array(np.full(m + 1, task), pa.int32())}
-        for name, kind in zip(PAIR_COLUMNS, (pa.int64(), pa.int64(), pa.int32(), pa.int32(), pa.int32(),
-                                             pa.float64()), strict=True):
-            columns[name] = pa.array(list(pairs[name]) + [None], kind)  # the last row carries the stats
-        columns["stats"] = pa.array([None] * m + [json.dumps(stats, default=float)], pa.string())
-        return pa.table(columns)
+        batches = list(batches)
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        for task in pc.unique(table.column("task")).to_pylist():
+            part = table.filter(pc.equal(table.column("task"), task))
+            yield from _one_task(part, int(task), n_pairs, tasks, seed).to_batches()
 
     return run
 
@@ -98,9 +112,11 @@ def exact_top_pairs(user_sets_: UserSets, n_pairs: int, seed: int = 0,
     spark = sets.sparkSession
     tasks = int(tasks) or default_tasks(spark)
     groups = spark.range(tasks).select(F.col("id").cast("int").alias("task"))
+    # an explicit partition count, which adaptive execution leaves alone (a groupBy's shuffle
+    # may be coalesced into one partition, and the tasks then run one after the other)
     per_task = (sets.select(F.col("user").cast("long").alias("user"), "items").crossJoin(groups)
-                .repartitionByRange(tasks, "task")  # one group per partition, whatever AQE does
-                .groupBy("task").applyInArrow(_task_top(n_pairs, tasks, seed), _TASK_SCHEMA))
+                .repartitionByRange(tasks, "task")
+                .mapInArrow(_task_top(n_pairs, tasks, seed), _TASK_SCHEMA))
     rows = (per_task.select(*PAIR_COLUMNS, "stats")
             .dropDuplicates(["userA", "userB", "stats"])  # the sample's pairs come from every task
             .orderBy(F.col("stats").isNull(), F.col("jaccard").desc(), "userA", "userB")
