@@ -99,9 +99,11 @@ def write_reports(rows: list[dict], results: Path) -> None:
         writer.writerows(rows)
     lines = ["# Movie twins at scale: each method against a one-core SciPy exact reference", "",
              "Made by `experiments/bench_twins.py` (its docstring says how); raw rows in `twins.csv`. "
-             "Seconds: the MLflow run's start to end (data read included), median of the warm repeats "
-             "[min - max]; the reference is one process on one core. `equal`: the run's top 100 has the "
-             "reference's Jaccards at every rank and its pairs up to ties at the last value.", "",
+             "Seconds: the MLflow run's start to end (data read included), median of the warm runs "
+             "[min - max] (a cold run converts the release to Parquet first: left out when there are warm "
+             "ones); the reference is one process on one core. Peak MB: the largest over the runs. `equal`: "
+             "the run's top 100 has the reference's Jaccards at every rank and its pairs up to ties at the "
+             "last value.", "",
              "| selection | scale | users kept | method | runs | seconds | / reference | equal | recall | "
              "candidates | scored exactly | JVM / workers peak MB | load avg |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -118,17 +120,24 @@ def write_reports(rows: list[dict], results: Path) -> None:
         warm = [float(r["seconds"]) for r in ok if r["cold"] != "true"] or [float(r["seconds"]) for r in ok]
         secs = f"{statistics.median(warm):.1f} [{min(warm):.1f} - {max(warm):.1f}]" if len(warm) > 1 \
             else f"{warm[0]:.1f}"
+        cold = sum(r["cold"] == "true" for r in ok)
+        runs = f"{len(ok)} ({cold} cold)" if cold and len(ok) > cold else str(len(ok))
         ref = next((float(r["seconds"]) for r in rows if (r["selection"], r["scale"], r["method"])
                     == (selection, scale, "reference") and r["status"] == "ok"), None)
         ratio = f"{statistics.median(warm) / ref:.2f}" if ref and method != "reference" else ""
         last = ok[-1]
         lines.append(
-            f"| {selection} | {scale} | {last['users_kept']} | {method} | {len(warm)} | {secs} | {ratio} | "
+            f"| {selection} | {scale} | {last['users_kept']} | {method} | {runs} | {secs} | {ratio} | "
             f"{last['equal_to_reference']} | {last['recall']} | {last['candidates']} | "
             f"{last['scored_exactly']} | "
-            f"{last['peak_jvm_mb']} / {last['peak_workers_mb']} | "
+            f"{_most(ok, 'peak_jvm_mb')} / {_most(ok, 'peak_workers_mb')} | "
             f"{', '.join(sorted({str(r['load_avg']) for r in ok}))} |")
     (results / "twins.md").write_text("\n".join(lines) + "\n")
+
+
+def _most(rows: list[dict], field: str) -> str:
+    values = [int(r[field]) for r in rows if str(r[field]).strip()]
+    return str(max(values)) if values else ""
 
 
 def group_ratings(group: list[dict]) -> str:
