@@ -1,6 +1,6 @@
 """TPE search over ALS hyper-parameters (Hyperopt, or Optuna): space as data, one objective, resumable.
 
-- **Space**: ``experiments/search_space.yaml`` holds one section per feedback mode
+- **Space**: ``default_space.yaml`` (shipped in this package; ``space=default``) holds one section per feedback mode
   (``explicit``, ``implicit``); each dimension names an ``ALSConfig`` field and a distribution
   (``loguniform``, ``qloguniform``, ``uniform``, ``quniform``) with bounds in natural units.
 - **Objective**: :class:`Objective` pairs a metric key with its direction; the same object turns
