@@ -1,8 +1,9 @@
 """TPE search over ALS hyper-parameters (Hyperopt, or Optuna): space as data, one objective, resumable.
 
-- **Space**: ``default_space.yaml`` (shipped in this package; ``space=default``) holds one section per feedback mode
-  (``explicit``, ``implicit``); each dimension names an ``ALSConfig`` field and a distribution
-  (``loguniform``, ``qloguniform``, ``uniform``, ``quniform``) with bounds in natural units.
+- **Space**: ``default_space.yaml`` (shipped in this package; ``space=default``) holds one
+  section per feedback mode (``explicit``, ``implicit``); each dimension names an ``ALSConfig``
+  field and a distribution (``loguniform``, ``qloguniform``, ``uniform``, ``quniform``) with
+  bounds in natural units.
 - **Objective**: :class:`Objective` pairs a metric key with its direction; the same object turns
   metrics into Hyperopt's loss *and* picks the best trial, so they can never disagree.
 - **Sequential** ``hyperopt.Trials``, not ``SparkTrials``: every trial is an ALS fit that is
