@@ -1,8 +1,8 @@
 """Movie twins, exact: the true top pairs by Jaccard of rated-movie sets, and recall against them.
 
 :func:`exact_top_pairs` is the ``exact`` method, made for full scale. Every user's set is
-replicated to ``tasks`` groups (a cross join with ``spark.range(tasks)``, range-partitioned into
-``tasks`` partitions), and each group runs the compiled AllPairs/PPJoin kernel of
+replicated to ``tasks`` groups (a union of ``tasks`` single-partition copies, so partition ``t``
+is task ``t``'s copy), and each group runs the compiled AllPairs/PPJoin kernel of
 :mod:`recsys.twins.allpairs` in ``mapInArrow``: task ``t`` probes the users of
 rank ``t, t + tasks, ...`` against an inverted index of every set, with size, prefix and
 positional filters above a floor that starts at the k-th Jaccard of a seeded sample of users
@@ -28,6 +28,7 @@ movies of raters^2 / 2`` rows): a brute-force reference for small data and tests
 from __future__ import annotations
 
 import json
+from functools import reduce
 
 from recsys.core.errors import RecsysError
 from recsys.twins.candidates import UserSets, jaccard_column, with_sizes
@@ -76,7 +77,7 @@ def _one_task(table, task: int, n_pairs: int, tasks: int, seed: int):
 
 def _task_top(n_pairs: int, tasks: int, seed: int):
     """The ``mapInArrow`` function: the top list of every task whose copy of the sets is in this
-    partition (one, unless range partitioning put two tasks together)."""
+    partition (one; several would each get their own list)."""
 
     def run(batches):
         import pyarrow as pa
@@ -111,12 +112,13 @@ def exact_top_pairs(user_sets_: UserSets, n_pairs: int, seed: int = 0,
     sets = user_sets_.sets
     spark = sets.sparkSession
     tasks = int(tasks) or default_tasks(spark)
-    groups = spark.range(tasks).select(F.col("id").cast("int").alias("task"))
-    # an explicit partition count, which adaptive execution leaves alone (a groupBy's shuffle
-    # may be coalesced into one partition, and the tasks then run one after the other)
-    per_task = (sets.select(F.col("user").cast("long").alias("user"), "items").crossJoin(groups)
-                .repartitionByRange(tasks, "task")
-                .mapInArrow(_task_top(n_pairs, tasks, seed), _TASK_SCHEMA))
+    # One single-partition copy of the sets per task, unioned: partition t is task t's copy, with
+    # no shuffle for adaptive execution to coalesce (with a groupBy, or a range partitioning of
+    # two task ids, both copies could land in one partition and the tasks ran one after the other)
+    sets = sets.select(F.col("user").cast("long").alias("user"), "items")
+    copies = [sets.withColumn("task", F.lit(task).cast("int")).coalesce(1) for task in range(tasks)]
+    per_task = reduce(lambda a, b: a.unionByName(b), copies).mapInArrow(_task_top(n_pairs, tasks, seed),
+                                                                        _TASK_SCHEMA)
     rows = (per_task.select(*PAIR_COLUMNS, "stats")
             .dropDuplicates(["userA", "userB", "stats"])  # the sample's pairs come from every task
             .orderBy(F.col("stats").isNull(), F.col("jaccard").desc(), "userA", "userB")
