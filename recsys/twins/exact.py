@@ -1,9 +1,9 @@
 """Movie twins, exact: the true top pairs by Jaccard of rated-movie sets, and recall against them.
 
 :func:`exact_top_pairs` is the ``exact`` method, made for full scale. Every user's set is
-replicated to ``tasks`` groups (a union of ``tasks`` single-partition copies, so partition ``t``
-is task ``t``'s copy), and each group runs the compiled AllPairs/PPJoin kernel of
-:mod:`recsys.twins.allpairs` in ``mapInArrow``: task ``t`` probes the users of
+replicated to ``tasks`` groups (a cross join with the task ids, hash-partitioned on keys chosen
+so that partition ``t`` holds task ``t``'s copy alone), and each group runs the compiled
+AllPairs/PPJoin kernel of :mod:`recsys.twins.allpairs` in ``mapInArrow``: task ``t`` probes the users of
 rank ``t, t + tasks, ...`` against an inverted index of every set, with size, prefix and
 positional filters above a floor that starts at the k-th Jaccard of a seeded sample of users
 and rises with the task's own top list. Each task returns its top ``n_pairs`` rows; the union
@@ -28,7 +28,6 @@ movies of raters^2 / 2`` rows): a brute-force reference for small data and tests
 from __future__ import annotations
 
 import json
-from functools import reduce
 
 from recsys.core.errors import RecsysError
 from recsys.twins.candidates import UserSets, jaccard_column, with_sizes
@@ -112,13 +111,18 @@ def exact_top_pairs(user_sets_: UserSets, n_pairs: int, seed: int = 0,
     sets = user_sets_.sets
     spark = sets.sparkSession
     tasks = int(tasks) or default_tasks(spark)
-    # One single-partition copy of the sets per task, unioned: partition t is task t's copy, with
-    # no shuffle for adaptive execution to coalesce (with a groupBy, or a range partitioning of
-    # two task ids, both copies could land in one partition and the tasks ran one after the other)
-    sets = sets.select(F.col("user").cast("long").alias("user"), "items")
-    copies = [sets.withColumn("task", F.lit(task).cast("int")).coalesce(1) for task in range(tasks)]
-    per_task = reduce(lambda a, b: a.unionByName(b), copies).mapInArrow(_task_top(n_pairs, tasks, seed),
-                                                                        _TASK_SCHEMA)
+    # Partition t must hold task t's copy alone, or the tasks run one after the other: a groupBy's
+    # shuffle may be coalesced by adaptive execution, and a range partitioning of a few task ids
+    # (bounds from a sample) or a union of coalesce(1) copies put two copies in one partition.
+    # repartition(tasks, key) is never coalesced and sends key k to pmod(hash(k), tasks): each
+    # task gets the smallest key that lands in its own partition.
+    keys = {r["p"]: r["k"] for r in spark.range(64 * tasks)
+            .select(F.col("id").alias("k"), F.pmod(F.hash("id"), F.lit(tasks)).alias("p"))
+            .groupBy("p").agg(F.min("k").alias("k")).collect()}  # <= tasks rows
+    groups = spark.createDataFrame([(t, keys.get(t, t)) for t in range(tasks)], "task int, key long")
+    per_task = (sets.select(F.col("user").cast("long").alias("user"), "items").crossJoin(groups)
+                .repartition(tasks, "key").drop("key")
+                .mapInArrow(_task_top(n_pairs, tasks, seed), _TASK_SCHEMA))
     rows = (per_task.select(*PAIR_COLUMNS, "stats")
             .dropDuplicates(["userA", "userB", "stats"])  # the sample's pairs come from every task
             .orderBy(F.col("stats").isNull(), F.col("jaccard").desc(), "userA", "userB")
