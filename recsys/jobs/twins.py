@@ -23,8 +23,9 @@ from recsys.mlops.tracking import (
 @declared("twins")
 def twins(data, min_ratings, n_pairs, n_hashes, method, target_similarity, bucket_cap, n_random, min_common,
           compare_exact, seed, spark_master, spark_conf):
-    """`twins` entry point: "movie twins" by MinHash LSH on the whole ratings set, validated by
-    the Pearson correlation of their ratings against random pairs (``recsys.twins``).
+    """`twins` entry point: "movie twins", the top pairs by Jaccard of rated-movie sets on the
+    whole ratings set (exact by default, or MinHash LSH), validated by the Pearson correlation of
+    their ratings against random pairs (``recsys.twins``).
 
     Logs: params (every ``TwinsConfig`` field, ``data``); metrics ``users_kept``,
     ``users_left_out``, ``movies``, ``candidate_pairs``, ``scored_pairs``, ``size_floor``,

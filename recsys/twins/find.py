@@ -24,9 +24,9 @@ Methods (``TwinsConfig.method``):
     size, prefix and positional filters above a floor witnessed by real pairs, compiled with
     numba and run in Spark tasks over ranges of probing users (:mod:`recsys.twins.exact`, whose
     docstring and :mod:`recsys.twins.allpairs`'s carry the proof). The floor is the k-th best
-    Jaccard found so far, so the work shrinks to the pairs near the top. At ml-latest's size
-    this is minutes where scoring MinHash candidates took half an hour (``experiments/results/
-    twins.md``).
+    Jaccard found so far, so the work shrinks to the pairs near the top. At ml-latest's size a
+    run took 171-196 s where banding and scoring every candidate took 1,540 s
+    (``experiments/results/twins.md``).
 ``banded``
     Spark MLlib's ``MinHashLSH`` gives each user ``n_hashes`` MinHash values. The signature is cut
     into ``b`` bands of ``r`` rows (Leskovec, Rajaraman & Ullman, *Mining of Massive Datasets*,
