@@ -76,8 +76,11 @@ HISTORY_COLUMNS = ("time", "model_name", "version", "decision", "reason", "objec
                    "source_run_id", "model_run_id", "promote_run_id")
 #: Registered model that exists only while a promotion of ``<name>`` runs (see promotion_lock).
 LOCK_SUFFIX = ".promote-lock"
-#: A lock older than this is a leftover of a killed promotion (one takes seconds) and is broken.
+#: A lock without a heartbeat for this long is a leftover of a killed promotion and is broken.
 LOCK_STALE_SECONDS = 600
+#: How often the holder renews the lock's heartbeat.
+LOCK_HEARTBEAT_SECONDS = 30.0
+TAG_LOCK_OWNER, TAG_LOCK_HEARTBEAT = "recsys.lock.owner", "recsys.lock.heartbeat"
 #: Registered model names: letters, digits, ``.``, ``_``, ``-``; MLflow stores may turn them into
 #: paths (file registry, artifact locations), so nothing that can climb out of a directory.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -214,36 +217,99 @@ def promotion_lock(client, model_name: str, timeout: float = 120.0, poll: float 
 
     MLflow has no compare-and-set on aliases, but creating a registered model is atomic (its
     name is unique in every store: sqlite, PostgreSQL, a tracking server), so the lock is the
-    registered model ``<model_name>.promote-lock``, created to take it and deleted to release it.
-    A lock older than ``LOCK_STALE_SECONDS`` was left by a killed promotion and is broken.
+    registered model ``<model_name>.promote-lock``:
+
+    - **taking** it creates it, tagged with a random owner token (``recsys.lock.owner``) and a
+      heartbeat time (``recsys.lock.heartbeat``);
+    - **holding** it: a daemon thread renews the heartbeat every ``LOCK_HEARTBEAT_SECONDS``, so a
+      promotion that runs long is never taken for a dead one;
+    - **breaking** it: a lock whose heartbeat is older than ``LOCK_STALE_SECONDS`` was left by a
+      killed promotion. A waiter breaks it only after creating ``<lock>.break-<owner token>``
+      (atomic: of all the waiters that saw the same dead lock, exactly one breaks it), and only
+      if the lock still carries that owner when read again; it then deletes the breaker;
+    - **releasing** deletes the lock only if it still carries this holder's token.
+
+    The one case left open needs the holder's whole process frozen past ``LOCK_STALE_SECONDS``
+    (heartbeat thread included) and waking in the instant between a breaker's check and delete.
     """
+    import threading
+    import uuid
+
     from mlflow.exceptions import MlflowException
 
     lock = f"{model_name}{LOCK_SUFFIX}"
+    token = uuid.uuid4().hex
     deadline = time.time() + timeout
     while True:
         try:
-            client.create_registered_model(lock, description="held while recsys promotes "
-                                           f"{model_name}; delete it if no promotion is running")
+            client.create_registered_model(
+                lock, tags={TAG_LOCK_OWNER: token, TAG_LOCK_HEARTBEAT: repr(time.time())},
+                description=f"held while recsys promotes {model_name}; delete it if no promotion is running")
             break
         except MlflowException as err:
             if getattr(err, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
-        with contextlib.suppress(MlflowException):  # it may be released meanwhile
-            held = client.get_registered_model(lock)
-            if time.time() - held.creation_timestamp / 1000 > LOCK_STALE_SECONDS:
-                client.delete_registered_model(lock)
-                continue
+        _break_if_dead(client, lock)
         if time.time() > deadline:
             raise RecsysError(f"model_name={model_name}: another promotion has held the lock {lock} "
                               f"for over {timeout:.0f}s; if none is running, delete the registered "
-                              f"model {lock}")
+                              f"model {lock} (and any {lock}.break-*)")
         time.sleep(poll)
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(LOCK_HEARTBEAT_SECONDS):
+            with contextlib.suppress(Exception):  # a missed beat is retried; 20 in a row would be fatal
+                client.set_registered_model_tag(lock, TAG_LOCK_HEARTBEAT, repr(time.time()))
+
+    heart = threading.Thread(target=beat, name=f"recsys-lock-{model_name}", daemon=True)
+    heart.start()
     try:
         yield
     finally:
+        stop.set()
+        heart.join()
         with contextlib.suppress(MlflowException):
+            if client.get_registered_model(lock).tags.get(TAG_LOCK_OWNER) == token:
+                client.delete_registered_model(lock)
+
+
+def _lock_age(held) -> float:
+    """Seconds since the lock's last heartbeat (its creation when it has none)."""
+    try:
+        beat = float(held.tags[TAG_LOCK_HEARTBEAT])
+    except (KeyError, TypeError, ValueError):
+        beat = held.creation_timestamp / 1000
+    return time.time() - beat
+
+
+def _break_if_dead(client, lock: str) -> None:
+    """Delete ``lock`` if its holder is dead (see :func:`promotion_lock`), as the one waiter
+    that wins the breaker for that holder."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        held = client.get_registered_model(lock)
+    except MlflowException:  # released meanwhile
+        return
+    if _lock_age(held) <= LOCK_STALE_SECONDS:
+        return
+    owner = held.tags.get(TAG_LOCK_OWNER, str(held.creation_timestamp))
+    breaker = f"{lock}.break-{owner}"
+    try:
+        client.create_registered_model(breaker, description=f"recsys is breaking the dead lock {lock}")
+    except MlflowException:  # another waiter breaks this one
+        return
+    try:
+        again = client.get_registered_model(lock)
+        if again.tags.get(TAG_LOCK_OWNER, str(again.creation_timestamp)) == owner and \
+                _lock_age(again) > LOCK_STALE_SECONDS:
             client.delete_registered_model(lock)
+    except MlflowException:
+        pass
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(breaker)
 
 
 def promote(client, candidate: Candidate, model_name: str | None = None, force: bool = False,

@@ -206,3 +206,95 @@ def test_default_is_the_latest_finished_search_and_errors_are_named(client):
         registry.find_candidate(c, exp, bare.info.run_id)
     with pytest.raises(RecsysError, match="model_name must be a non-empty"):
         registry.promote(c, cand, " ")
+
+
+class _SeesTheDeadLockTogether:
+    """A client on which both waiters read the dead lock before either acts on it (the race of
+    issue 28): each thread's first look at the lock waits for the other's."""
+
+    def __init__(self, client, lock):
+        import threading
+
+        self.client, self.lock = client, lock
+        self.barrier, self.seen = threading.Barrier(2, timeout=10), set()
+
+    def get_registered_model(self, name):
+        import threading
+
+        found = self.client.get_registered_model(name)
+        if name == self.lock and threading.get_ident() not in self.seen:
+            self.seen.add(threading.get_ident())
+            self.barrier.wait()
+        return found
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def _hold(client, name, seconds, timeline, who, timeout=20.0):
+    import time
+
+    with registry.promotion_lock(client, name, timeout=timeout, poll=0.05):
+        timeline.append((time.time(), who, +1))
+        time.sleep(seconds)
+        timeline.append((time.time(), who, -1))
+
+
+def _most_inside(timeline) -> int:
+    inside = most = 0
+    for _, _, step in sorted(timeline):
+        inside += step
+        most = max(most, inside)
+    return most
+
+
+def test_two_waiters_that_see_the_same_dead_lock_do_not_both_take_it(client, monkeypatch):
+    import threading
+    import time
+
+    mlflow_client, _ = client
+    name = f"race-{uuid.uuid4().hex[:6]}"
+    lock = name + registry.LOCK_SUFFIX
+    mlflow_client.create_registered_model(lock)  # left by a killed promotion: no heartbeat
+    monkeypatch.setattr(registry, "LOCK_STALE_SECONDS", 0.3)
+    monkeypatch.setattr(registry, "LOCK_HEARTBEAT_SECONDS", 0.05, raising=False)  # live holders stay fresh
+    time.sleep(0.5)
+    racing, timeline = _SeesTheDeadLockTogether(mlflow_client, lock), []
+    threads = [threading.Thread(target=_hold, args=(racing, name, 0.5, timeline, who)) for who in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(who for _, who, step in timeline if step > 0) == ["a", "b"]  # both got their turn
+    assert _most_inside(timeline) == 1
+    leftovers = [m.name for m in mlflow_client.search_registered_models() if m.name.startswith(lock)]
+    assert leftovers == []  # no lock, no breaker left
+
+
+def test_a_promotion_that_outlives_the_stale_time_keeps_its_lock(client, monkeypatch):
+    import threading
+    import time
+
+    mlflow_client, _ = client
+    name = f"long-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setattr(registry, "LOCK_STALE_SECONDS", 0.5)
+    monkeypatch.setattr(registry, "LOCK_HEARTBEAT_SECONDS", 0.1, raising=False)
+    timeline = []
+    first = threading.Thread(target=_hold, args=(mlflow_client, name, 2.0, timeline, "long"))
+    first.start()
+    time.sleep(0.2)
+    _hold(mlflow_client, name, 0.1, timeline, "next")
+    first.join()
+    assert _most_inside(timeline) == 1
+    assert [who for _, who, _ in sorted(timeline)] == ["long", "long", "next", "next"]
+
+
+def test_release_leaves_a_lock_that_is_no_longer_its_own(client):
+    mlflow_client, _ = client
+    name = f"own-{uuid.uuid4().hex[:6]}"
+    lock = name + registry.LOCK_SUFFIX
+    with registry.promotion_lock(mlflow_client, name):
+        mlflow_client.delete_registered_model(lock)  # broken under it, and taken by another
+        mlflow_client.create_registered_model(lock, tags={registry.TAG_LOCK_OWNER: "someone-else"})
+    assert mlflow_client.get_registered_model(lock).tags[registry.TAG_LOCK_OWNER] == "someone-else"
+    mlflow_client.delete_registered_model(lock)
