@@ -68,7 +68,7 @@ def parse_args(argv=None):
 def run_one(spark, split, args, feedback: str, backend: str, seed: int, progress) -> list[dict]:
     """One search; its CSV rows (one per trial, in order)."""
     from recsys import jobs
-    from recsys.core import released_caches
+    from recsys.core import released_models
     from recsys.evaluation import HeldOut
     from recsys.search import (
         SearchConfig,
@@ -87,8 +87,9 @@ def run_one(spark, split, args, feedback: str, backend: str, seed: int, progress
                    fallback=fallback).prepare(ratings=feedback == "explicit")
 
     def evaluate_trial(index, als):
-        with released_caches(spark):
-            _, metrics, _ = jobs.fit_and_judge(als, held)
+        with released_models():
+            recommender, metrics, _ = jobs.fit_and_judge(als, held)
+            recommender.release()
         return {"metrics": metrics, "run_id": None}
 
     records = run_search(spark, config, space, evaluate_trial, key=key, progress=progress,

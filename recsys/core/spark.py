@@ -8,6 +8,7 @@ Nothing here assumes local mode: the master comes from ``--spark-master`` or
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import shutil
@@ -23,10 +24,15 @@ APP_NAME = "recsys"
 # Defaults sized for a laptop; every one can be overridden with --spark-conf.
 _DEFAULT_CONF = {
     "spark.sql.session.timeZone": "UTC",
-    "spark.ui.showConsoleProgress": "false",
     "spark.sql.adaptive.enabled": "true",
     # ALS and the split write many small partitions on tiny data without this.
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
+}
+_CLASSIC_DEFAULT_CONF = {
+    "spark.ui.showConsoleProgress": "false",
+    # a search trial's ALS factors are unpersisted when the driver collects the model (see
+    # released_models): at most a minute of trials stays cached instead of half an hour
+    "spark.cleaner.periodicGC.interval": "1min",
 }
 _LOCAL_DEFAULT_CONF = {
     # 2-core laptops: 200 shuffle partitions is pure overhead on MovieLens-small.
@@ -113,7 +119,22 @@ def _spark_ready_java_home(real_home: str) -> str:
 
 
 def master_from_env(master: str | None = None) -> str:
-    return master or os.environ.get("SPARK_MASTER") or DEFAULT_MASTER
+    """``master``, else ``SPARK_MASTER``, else ``SPARK_REMOTE`` (Spark Connect's own variable,
+    ``sc://host:port``), else ``local[*]``."""
+    return master or os.environ.get("SPARK_MASTER") or os.environ.get("SPARK_REMOTE") or DEFAULT_MASTER
+
+
+def is_connect_url(master: str) -> bool:
+    return str(master).startswith("sc://")
+
+
+def is_connect(spark) -> bool:
+    """Is ``spark`` a Spark Connect session (a client of a remote driver)?"""
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+    except ImportError:  # pyspark without the connect client's dependencies
+        return False
+    return isinstance(spark, ConnectSession)
 
 
 def get_spark(
@@ -123,9 +144,17 @@ def get_spark(
 ):
     """Return the active SparkSession or build one.
 
-    ``master``: Spark master URL; defaults to ``SPARK_MASTER`` then ``local[*]``.
+    ``master``: Spark master URL (``local[*]``, ``yarn``, ``spark://...``, ``k8s://...``), or a
+    Spark Connect server (``sc://host:port``: a client session, no JVM here); defaults to
+    ``SPARK_MASTER``, then ``SPARK_REMOTE``, then ``local[*]``.
     ``conf``: extra settings, a mapping or ``key=value`` strings; they win over our defaults.
+    Under Spark Connect only runtime (SQL) settings can be given: the server owns the rest
+    (driver memory, Java options, log level).
     """
+    resolved = master_from_env(master)
+    extra = parse_conf(conf) if conf is not None and not isinstance(conf, Mapping) else dict(conf or {})
+    if is_connect_url(resolved):
+        return _connect_session(resolved, extra)
     java_home = find_java_home()
     if java_home:
         os.environ["JAVA_HOME"] = java_home
@@ -136,17 +165,16 @@ def get_spark(
 
     from pyspark.sql import SparkSession
 
-    resolved = master_from_env(master)
-    extra = parse_conf(conf) if conf is not None and not isinstance(conf, Mapping) else dict(conf or {})
     if SparkSession.getActiveSession() is not None:
         # a running session (the `main` pipeline's later stages, a notebook, the tests) keeps
         # its settings: getOrCreate would otherwise write our defaults over the caller's own
         # choices; only what this call asks for explicitly is applied
         settings = extra
     else:
-        settings = dict(_DEFAULT_CONF)
+        settings = {**_DEFAULT_CONF, **_CLASSIC_DEFAULT_CONF}
         if resolved.startswith("local"):
             settings.update(_LOCAL_DEFAULT_CONF)
+        settings.setdefault("spark.log.level", os.environ.get("RECSYS_SPARK_LOG_LEVEL", "ERROR"))
         settings.update(extra)
     if "spark.driver.extraJavaOptions" not in settings and SparkSession.getActiveSession() is None:
         log_conf = resources.files("recsys.core").joinpath("log4j2.properties")
@@ -155,28 +183,74 @@ def get_spark(
     builder = SparkSession.builder.master(resolved).appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("RECSYS_SPARK_LOG_LEVEL", "ERROR"))
+    return builder.getOrCreate()
+
+
+def _connect_session(url: str, extra: dict[str, str]):
+    """A Spark Connect client session on ``url`` with our runtime defaults (shuffle partitions
+    stay the server's: it knows its cores) and the caller's settings."""
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession  # noqa: F401
+    except ImportError as err:
+        raise RecsysError(f"spark_master={url}: the Spark Connect client needs its extra packages "
+                          f"(pip install 'pyspark[connect]'): {err}") from err
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None and is_connect(active):
+        spark = active
+        settings = extra
+    else:
+        spark = SparkSession.builder.remote(url).appName(APP_NAME).getOrCreate()
+        settings = {**_DEFAULT_CONF, **extra}
+    for key, value in settings.items():
+        try:
+            spark.conf.set(key, value)
+        except Exception as err:  # a static setting: only the server's launch can change it
+            raise RecsysError(f"--spark-conf {key}={value}: cannot be set from a Spark Connect client "
+                              f"({type(err).__name__}); set it where the server starts "
+                              "(start-connect-server.sh --conf ...)") from err
     return spark
 
 
-def hadoop_fs(spark, path: str):
-    """Return ``(FileSystem, Path)`` for any Hadoop URI or local path, through the JVM."""
-    jvm = spark.sparkContext._jvm
-    jpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return fs, jpath
+def numbered_lines(spark, uri: str):
+    """The lines of the text file(s) at ``uri`` as ``_text``, with their 1-based number in file
+    order as ``_line``, in Spark (for error messages that point at lines).
+
+    ``monotonically_increasing_id`` is documented to hold the partition index in its upper 31
+    bits and the row's position inside the partition in the lower 33; a text file's partitions
+    are its byte ranges in order, so the number is the row's position plus the rows of the
+    partitions before it. Only one count per partition reaches the driver."""
+    from pyspark.sql import functions as F
+
+    rows = spark.read.text(uri).select(F.col("value").alias("_text"),
+                                       F.monotonically_increasing_id().alias("_id"))
+    part, pos = F.shiftright("_id", 33), F.col("_id").bitwiseAND(F.lit((1 << 33) - 1))
+    counts = sorted((int(r["_p"]), int(r["n"])) for r in
+                    rows.groupBy(part.alias("_p")).agg(F.count(F.lit(1)).alias("n")).collect())
+    offsets, total = [], 0
+    for p, n in counts:
+        offsets.append((p, total))
+        total += n
+    if not offsets:
+        return rows.select("_text", F.lit(None).cast("long").alias("_line"))
+    table = spark.createDataFrame(offsets, "_p long, _offset long")
+    return (rows.withColumn("_p", part).join(F.broadcast(table), "_p")
+            .select("_text", (F.col("_offset") + pos + 1).alias("_line")))
 
 
 @contextlib.contextmanager
-def released_caches(spark):
-    """Unpersist every RDD persisted inside the block (a trial's ALS factors, evaluation caches),
-    so a long search does not fill executor memory; what was cached before is left alone."""
-    jsc = spark.sparkContext._jsc
-    before = set(jsc.getPersistentRDDs().keys())
+def released_models():
+    """Let go of the models fitted inside the block when it ends (a search trial's ALS model).
+
+    Spark ML has no public call that unpersists a fitted ``ALSModel``'s factor RDDs. They are
+    freed by the driver's ``ContextCleaner`` once the model is garbage collected there, which
+    needs the Python handle (py4j, or a Spark Connect server's model cache entry) gone: this
+    collects Python's garbage on the way out, and the classic default
+    ``spark.cleaner.periodicGC.interval`` (:data:`_DEFAULT_CONF`) bounds how long the driver
+    waits before its own collection. Tables cached by recsys are unpersisted by their owners
+    (``Recommender.release``, ``HeldOut.release``)."""
     try:
         yield
     finally:
-        for rdd_id, rdd in list(jsc.getPersistentRDDs().items()):
-            if rdd_id not in before:
-                rdd.unpersist(False)
+        gc.collect()

@@ -261,7 +261,9 @@ def _problems(table: str):
 def _string_frame(spark, table: str, path: str, text_lines: bool = False):
     """The CSV with every column as a string plus ``_corrupt``; optionally with ``_line``."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    from recsys.core.spark import numbered_lines
 
     cols = [c for c, _, _ in TABLES[table][1]]
     schema = StructType([StructField(c, StringType(), True) for c in cols]
@@ -270,9 +272,7 @@ def _string_frame(spark, table: str, path: str, text_lines: bool = False):
     if not text_lines:
         return spark.read.options(header="true", **opts).schema(schema).csv(path)
     # Error path only: number the lines so messages can point at them.
-    indexed = spark.read.text(path).rdd.zipWithIndex().map(lambda r: (r[0][0], r[1] + 1))
-    lines = spark.createDataFrame(indexed, StructType([StructField("_text", StringType()),
-                                                       StructField("_line", LongType())]))
+    lines = numbered_lines(spark, path)
     parsed = lines.where(F.col("_line") > 1).select(
         "_line", F.from_csv("_text", schema.simpleString(), opts).alias("r"))
     return parsed.select("_line", *[F.col(f"r.{c}").alias(c) for c in cols + ["_corrupt"]])

@@ -256,13 +256,23 @@ def solve_scale(users, config: SyntheticConfig, progress: Progress = quiet) -> t
 # ---------------------------------------------------------------- writing
 
 
+def _local_cores(spark) -> int:
+    """Task slots of a ``local[N]`` / ``local[*]`` / ``local`` master (the output checks require one)."""
+    import re
+
+    found = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", spark.conf.get("spark.master", "local[*]"))
+    if not found or found.group(1) in (None, ""):
+        return 1
+    return (os.cpu_count() or 1) if found.group(1) == "*" else int(found.group(1))
+
+
 def _check_output(spark, output: str, config: SyntheticConfig, overwrite: bool) -> str:
     if not fs.is_local(output):
         raise RecsysError(
             f"output={output!r}: the generator assembles single CSV files on the driver's local disk, so "
             "output must be a local path (or file://); generate locally, then copy it "
             "(e.g. hdfs dfs -put) and pass that URI as data=")
-    master = spark.sparkContext.master
+    master = spark.conf.get("spark.master", "")
     if not master.startswith("local"):
         raise RecsysError(f"spark_master={master!r}: synthesize writes part files to a local output "
                           "folder and needs every task on the driver's machine: use local[*]")
@@ -398,7 +408,7 @@ def generate(spark, config: SyntheticConfig, output: str, overwrite: bool = Fals
     staging = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
     parts_dir = os.path.join(staging, "_parts")
     if partitions is None:
-        partitions = max(spark.sparkContext.defaultParallelism, math.ceil(config.n_ratings / _ROWS_PER_PART))
+        partitions = max(_local_cores(spark), math.ceil(config.n_ratings / _ROWS_PER_PART))
     try:
         own = _users_frame(spark, config, [], partitions).cache()
         scale, planned = solve_scale(own, config, progress=stamped)

@@ -274,7 +274,7 @@ class HeldOut:
 
     Metrics are exactly :func:`evaluate`'s (it is this class used once). Caches are filled on
     first use; :meth:`prepare` fills them at once, for callers that release what each trial
-    caches (``recsys.core.spark.released_caches``). :meth:`release` frees them; the fallback is
+    caches (``recsys.mlops.trials``). :meth:`release` frees them; the fallback is
     released only when this object fitted it.
     """
 

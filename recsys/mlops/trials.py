@@ -23,7 +23,7 @@ from recsys.core.constants import (
     TAG_TRIAL,
 )
 from recsys.core.metrics import finite_metrics
-from recsys.core.spark import released_caches
+from recsys.core.spark import released_models
 from recsys.mlops import plots
 from recsys.mlops.tracking import (
     find_trial_run,
@@ -60,10 +60,11 @@ class TrialRuns:
         with stage_run("als_trial", run_name=trial_name(als_config, self.space),
                        tags=self.tags(index)) as child:
             mlflow.log_params(self.params(als_config.as_params()))
-            with released_caches(self.spark):
+            with released_models():
                 recommender, metrics, seconds = fit_and_judge(als_config, self.held)
                 mlflow.log_metrics({**finite_metrics(trial_metrics(metrics), "val_"), **seconds})
                 log_als_model(recommender, self.held.fallback, validate=False)
+                recommender.release()
             return {"metrics": metrics, "run_id": child.info.run_id}
 
     def restore(self, index: int, record: dict) -> str | None:
@@ -89,9 +90,10 @@ class TrialRuns:
         if self.client.list_artifacts(best["run_id"], ALS_MODEL_ARTIFACT):
             return
         metric = self.config.metric
-        with mlflow.start_run(run_id=best["run_id"], nested=True), released_caches(self.spark):
+        with mlflow.start_run(run_id=best["run_id"], nested=True), released_models():
             recommender, refit, _ = fit_and_judge(ALSConfig(**best["params"]), self.held)
             log_als_model(recommender, self.held.fallback, validate=False)
+            recommender.release()
             note = (f"{metric} {refit.get(metric, float('nan')):.6g} "
                     f"(recorded {best['metrics'][metric]:.6g})")
             mlflow.set_tag(TAG_MODEL_REFIT, note)

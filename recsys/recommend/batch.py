@@ -184,13 +184,14 @@ def read_users(spark, path: str):
 
 def _bad_lines_message(spark, path: str, column) -> str:
     """The error text for a users file with bad ids: the first few bad lines, numbered."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
     from recsys.core import fs
+    from recsys.core.spark import numbered_lines
 
-    lines = spark.sparkContext.textFile(fs.to_uri(path)).zipWithIndex()
-
-    def is_bad(pair):
-        line, index = pair
-        if not line.strip() or (column is not None and index == 0):
+    def is_bad(line: str, number: int) -> bool:
+        if not line.strip() or (column is not None and number == 1):
             return False
         if column is not None:
             cells = line.split(",")
@@ -199,7 +200,9 @@ def _bad_lines_message(spark, path: str, column) -> str:
             value = line.strip()
         return not (value.isascii() and value.isdigit() and 0 < int(value) <= MAX_ID)
 
-    bad = lines.filter(is_bad).take(SHOWN_BAD_LINES)
+    lines = numbered_lines(spark, fs.to_uri(path))
+    flagged = lines.where(F.udf(is_bad, T.BooleanType())("_text", "_line"))
+    bad = [(r["_text"], r["_line"] - 1) for r in flagged.orderBy("_line").limit(SHOWN_BAD_LINES).collect()]
     shown = "; ".join(f"line {index + 1}: {line[:60]!r}" for line, index in bad)
     what = f"the {USER_COL} column" if column is not None else "each line"
     return (f"users file {path}: {what} must hold a user id (an integer 1..{MAX_ID}); bad: {shown}"
@@ -217,9 +220,9 @@ SAMPLE_USERS = 100
 def read_lists_manifest(spark, output: str) -> dict | None:
     """The manifest of recommendations already at ``output``; None when there are none. Anything
     else at ``output`` is an error: a job never writes over what it did not make."""
-    existing = fs.join(output, RECOMMENDATIONS_MANIFEST)
-    if fs.exists(spark, existing):
-        return json.loads(fs.read_text(spark, existing))
+    found = fs.read_text_or_none(spark, fs.join(output, RECOMMENDATIONS_MANIFEST))
+    if found is not None:  # (or its previous copy, if an update was killed: see fs.write_text)
+        return json.loads(found)
     if fs.exists(spark, output):
         raise RecsysError(f"output {output} exists and is not a recsys recommendations directory "
                           f"(no {RECOMMENDATIONS_MANIFEST}); delete it or choose another output")

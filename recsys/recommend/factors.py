@@ -218,7 +218,8 @@ def _stream(df, row_bytes: int):
     import math
 
     n = int(df.count())
-    parts = max(1, min(df.rdd.getNumPartitions(), math.ceil(n * row_bytes / STREAM_PART_BYTES)))
+    # coalesce never adds partitions: a table with fewer keeps its own
+    parts = max(1, math.ceil(n * row_bytes / STREAM_PART_BYTES))
     return n, df.coalesce(parts).toLocalIterator()
 
 

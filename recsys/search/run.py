@@ -308,10 +308,11 @@ def state_path(split_dir: str, key: str) -> str:
 
 
 def _read_state(spark, path: str, key: str) -> list[dict]:
-    if not fs.exists(spark, path):
+    text = fs.read_text_or_none(spark, path)  # or the previous copy, if a write was killed
+    if text is None:
         return []
     try:
-        state = json.loads(fs.read_text(spark, path))
+        state = json.loads(text)
     except (UnicodeDecodeError, ValueError) as err:
         raise RecsysError(f"search state {path} is not valid JSON ({err}); it is only ever written "
                           "as JSON by this project: delete it to start the search over") from err

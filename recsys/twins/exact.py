@@ -41,7 +41,7 @@ _TASK_SCHEMA = ("task int, userA long, userB long, size_a int, size_b int, commo
 
 def default_tasks(spark) -> int:
     """How many tasks Spark runs at once (partitions of a default ``spark.range``), found without
-    ``sparkContext`` so it also works over Spark Connect."""
+    the classic-only SparkContext, so it also works over Spark Connect."""
     from pyspark.sql import functions as F
 
     return int(spark.range(1 << 16).select(F.spark_partition_id().alias("p")).distinct().count())
