@@ -25,6 +25,7 @@ from recsys.mlops.tracking import (
     adopt_trials,
     finite_metrics,
     kill_stale_runs,
+    loaded_spark_model,
     log_json,
     log_new_params,
     log_recommender_model,
@@ -146,7 +147,8 @@ def als_search(data, split_dir, feedback, objective, max_evals, max_iter, k, rel
 def _judge_and_serve(spark, client, best, config, loaded, train, fallback, popularity, *, data, split_dir,
                      parent_id) -> dict:
     """The best trial's test metrics (on the parent and on its own run) and its served form
-    (``recommender``, tag ``recsys.recommender_uri``) on its run; returns the test metrics."""
+    (``recommender``, tag ``recsys.recommender_uri``) on its run; returns the test metrics. The
+    logged Spark model is used inside ``loaded_spark_model``: Spark reads its tables lazily."""
     import mlflow
 
     from recsys.data.movielens import load_movielens
@@ -157,24 +159,24 @@ def _judge_and_serve(spark, client, best, config, loaded, train, fallback, popul
     with temp_artifact_dir() as tmp:
         spark_model_dir = mlflow.artifacts.download_artifacts(
             run_id=best["run_id"], artifact_path=ALS_MODEL_ARTIFACT, dst_path=tmp)
-        pipeline_model = mlflow.spark.load_model(spark_model_dir)
-        recommender = ALSRecommender.from_serving_model(pipeline_model, ALSConfig(**best["params"]))
-        test_metrics = evaluate(recommender, train, loaded.test, k=config.k,
-                                relevance_threshold=config.relevance_threshold, fallback=fallback)
-        mlflow.log_metrics(finite_metrics(test_metrics, "test_"))
-        for name, value in finite_metrics(trial_metrics(test_metrics), "test_").items():
-            client.log_metric(best["run_id"], name, value)
-        # the candidate's served form, on its own run: top-K lists from its factors
-        started_log = time.time()
-        movies = load_movielens(spark, data_source(data), progress=say).movies
-        with mlflow.start_run(run_id=best["run_id"], nested=True):
-            served = log_recommender_model(
-                recommender, train, kind="rating" if config.feedback == "explicit" else "ranking",
-                popularity=popularity, movies=movies, fallback=fallback,
-                spark_model_dir=spark_model_dir,
-                meta={"split_dir": fs.to_uri(split_dir), "split_digest": digest,
-                      "feedback": config.feedback, "objective": config.metric,
-                      "run_id": best["run_id"], "search_run_id": parent_id})
-            mlflow.set_tag(TAG_RECOMMENDER_URI, served.model_uri)  # what promote registers
-        mlflow.log_metric("log_recommender_seconds", time.time() - started_log)
+        with loaded_spark_model(spark, spark_model_dir) as pipeline_model:
+            recommender = ALSRecommender.from_serving_model(pipeline_model, ALSConfig(**best["params"]))
+            test_metrics = evaluate(recommender, train, loaded.test, k=config.k,
+                                    relevance_threshold=config.relevance_threshold, fallback=fallback)
+            mlflow.log_metrics(finite_metrics(test_metrics, "test_"))
+            for name, value in finite_metrics(trial_metrics(test_metrics), "test_").items():
+                client.log_metric(best["run_id"], name, value)
+            # the candidate's served form, on its own run: top-K lists from its factors
+            started_log = time.time()
+            movies = load_movielens(spark, data_source(data), progress=say).movies
+            with mlflow.start_run(run_id=best["run_id"], nested=True):
+                served = log_recommender_model(
+                    recommender, train, kind="rating" if config.feedback == "explicit" else "ranking",
+                    popularity=popularity, movies=movies, fallback=fallback,
+                    spark_model_dir=spark_model_dir,
+                    meta={"split_dir": fs.to_uri(split_dir), "split_digest": digest,
+                          "feedback": config.feedback, "objective": config.metric,
+                          "run_id": best["run_id"], "search_run_id": parent_id})
+                mlflow.set_tag(TAG_RECOMMENDER_URI, served.model_uri)  # what promote registers
+            mlflow.log_metric("log_recommender_seconds", time.time() - started_log)
     return test_metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -22,6 +23,7 @@ from recsys.jobs.common import (
 )
 from recsys.mlops.registry import download_recommender, resolve_recommender
 from recsys.mlops.tracking import (
+    loaded_spark_model,
     log_new_params,
     name_run,
     say,
@@ -65,7 +67,8 @@ def recommend(model_uri, users, output, k, split_dir, data, spark_master, spark_
     )
 
     # the model files stay until the job ends: Spark reads the factor tables lazily
-    with stage_run("recommend"), tempfile.TemporaryDirectory(prefix="recsys-model-") as tmp:
+    with stage_run("recommend"), tempfile.TemporaryDirectory(prefix="recsys-model-") as tmp, \
+            contextlib.ExitStack() as models:
         k, _ = check_eval_params(k, DEFAULT_RELEVANCE_THRESHOLD)
         name_run(f"recommend {model_uri} k={k}")
         users = (users or "").strip()
@@ -75,7 +78,7 @@ def recommend(model_uri, users, output, k, split_dir, data, spark_master, spark_
                         "data": data or BUNDLED})
         spark = spark_session(spark_master, spark_conf)
         spark_dir, meta = download_recommender(download_uri, model_uri, tmp)
-        pipeline_model = mlflow.spark.load_model(spark_dir)
+        pipeline_model = models.enter_context(loaded_spark_model(spark, spark_dir))
         user_factors, item_factors = ALSRecommender.from_serving_model(pipeline_model, ALSConfig()).factors()
         chosen_split, loaded = model_split(spark, data, split_dir, meta)
         log_new_params({"split_dir": chosen_split, "model_kind": meta["kind"]})

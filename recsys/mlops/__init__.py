@@ -8,6 +8,7 @@ from recsys.mlops.tracking import (
     find_trial_run,
     finite_metrics,
     kill_stale_runs,
+    loaded_spark_model,
     log_als_model,
     log_json,
     log_new_params,
@@ -16,6 +17,7 @@ from recsys.mlops.tracking import (
     name_run,
     redact_secrets,
     restore_trial_run,
+    save_als_model,
     say,
     spark_session,
     stage_run,
@@ -23,7 +25,7 @@ from recsys.mlops.tracking import (
     trial_metrics,
 )
 
-__all__ = ["adopt_trials", "find_trial_run", "finite_metrics", "kill_stale_runs", "log_als_model",
-           "log_json", "log_new_params", "log_recommender_model", "log_spark_input", "name_run",
-           "plots", "redact_secrets", "registry", "restore_trial_run", "say", "spark_session",
-           "stage_run", "temp_artifact_dir", "trial_metrics"]
+__all__ = ["adopt_trials", "find_trial_run", "finite_metrics", "kill_stale_runs", "loaded_spark_model",
+           "log_als_model", "log_json", "log_new_params", "log_recommender_model", "log_spark_input",
+           "name_run", "plots", "redact_secrets", "registry", "restore_trial_run", "save_als_model", "say",
+           "spark_session", "stage_run", "temp_artifact_dir", "trial_metrics"]

@@ -276,46 +276,139 @@ def trial_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in SPLIT_ONLY_METRICS}
 
 
-def log_als_model(recommender, fallback, input_example: bool = True, validate: bool = True) -> None:
-    """Log ``recommender.serving_model(fallback)`` as artifact ``model`` (spark flavor; loads with
-    ``mlflow.pyfunc.load_model``: a pandas ``userId, movieId`` frame -> one double per row).
+#: The folder of a logged Spark model that holds the ``PipelineModel`` (MLflow's spark flavor layout).
+SPARK_MODEL_DATA = "sparkml"
+SPARK_PIPELINE_CLASS = "pyspark.ml.pipeline.PipelineModel"
 
-    The signature and pip requirements are given, not inferred: inferring requirements loads
-    the model again in a subprocess (~16 s per model). ``validate=False`` skips MLflow's serving
-    check of the input example (it reloads and runs the model: several seconds per search
-    trial, used by `als_search`); the example and signature are still saved, and the model files
-    are the same.
-    """
+
+class _SparkFlavorFiles:
+    """A flavor for ``mlflow.models.Model.log`` (public: it calls ``save_model`` of whatever it is
+    given) writing MLflow's ``spark`` flavor layout for ``recommender``'s serving pipeline
+    (``ALSRecommender.write_serving_model``): ``MLmodel`` (flavors ``spark`` and
+    ``python_function``), ``sparkml/``, ``requirements.txt``, ``python_env.yaml``, ``conda.yaml``.
+
+    ``mlflow.spark.log_model`` writes the same files, but it copies the model through the Spark
+    driver's JVM (``_HadoopFileSystem``), which a Spark Connect client does not have. Here Spark
+    writes the pipeline under :func:`recsys.core.fs.scratch_dir` (set ``RECSYS_SCRATCH`` when
+    Spark's executors or a Connect server do not share this machine's disk) and pyarrow copies it
+    here. The layout loads with ``mlflow.spark.load_model`` under classic Spark and with
+    ``PipelineModel.load(<model>/sparkml)`` in both modes (:func:`loaded_spark_model`).
+
+    ``validate``: load the written pipeline back with ``PipelineModel.load`` and score three pairs
+    with it first (~1 s; a search's trials skip it: their code path is the same)."""
+
+    __name__ = "spark"  # the logged model's flavor in MLflow's UI
+
+    def __init__(self, recommender, fallback, validate: bool = True):
+        self.recommender, self.fallback, self.validate = recommender, fallback, validate
+
+    def _write_pipeline(self, local: str) -> None:
+        from recsys.core import fs
+        from recsys.core.constants import ITEM_COL
+        from recsys.core.errors import RecsysError
+
+        spark = self.recommender.model.userFactors.sparkSession
+        scratch = fs.scratch_dir("model")
+        try:
+            self.recommender.write_serving_model(scratch, self.fallback)
+            if self.validate:
+                from pyspark.ml import PipelineModel
+
+                pairs = spark.createDataFrame([(1, 1), (1, 2), (2, 3)], f"{USER_COL} long, {ITEM_COL} long")
+                scored = PipelineModel.load(fs.to_uri(scratch)).transform(pairs).collect()
+                if len(scored) != 3 or any(row["prediction"] is None for row in scored):
+                    raise RecsysError(f"the written serving model at {scratch} scored {scored} for 3 pairs")
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            if fs.is_local(scratch):
+                os.replace(fs.local_path(scratch), local)
+            else:
+                fs.rename(spark, fs.copy_to_local(spark, scratch, os.path.dirname(local)), local)
+        finally:
+            fs.delete(spark, scratch)
+
+    def save_model(self, path, mlflow_model, signature=None, pip_requirements=(), **_ignored):
+        import platform
+
+        import mlflow
+        import pyspark
+        import yaml
+
+        self._write_pipeline(os.path.join(path, SPARK_MODEL_DATA))
+        mlflow_model.signature = signature
+        mlflow_model.add_flavor("spark", pyspark_version=pyspark.__version__, model_data=SPARK_MODEL_DATA,
+                                code=None, model_class=SPARK_PIPELINE_CLASS)
+        mlflow.pyfunc.add_to_model(mlflow_model, loader_module="mlflow.spark", data=SPARK_MODEL_DATA,
+                                   conda_env="conda.yaml", python_env="python_env.yaml")
+        mlflow_model.save(os.path.join(path, "MLmodel"))
+        requirements = list(pip_requirements)
+        with open(os.path.join(path, "requirements.txt"), "w", encoding="utf-8") as fh:
+            fh.write("\n".join(requirements) + "\n")
+        python = platform.python_version()
+        with open(os.path.join(path, "python_env.yaml"), "w", encoding="utf-8") as fh:
+            yaml.safe_dump({"python": python, "build_dependencies": ["pip", "setuptools", "wheel"],
+                            "dependencies": ["-r requirements.txt"]}, fh, sort_keys=False)
+        with open(os.path.join(path, "conda.yaml"), "w", encoding="utf-8") as fh:
+            yaml.safe_dump({"name": "mlflow-env", "channels": ["conda-forge"],
+                            "dependencies": [f"python={python}", "pip", {"pip": requirements}]}, fh,
+                           sort_keys=False)
+
+
+def _als_model_options() -> dict:
+    """The signature and pip requirements of a logged ALS model: given, not inferred (inferring
+    reloads the model in a subprocess: ~16 s per model)."""
     import mlflow
-    import pandas as pd
     import pyspark
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     from recsys.core.constants import ITEM_COL
 
-    signature = ModelSignature(inputs=Schema([ColSpec("long", USER_COL), ColSpec("long", ITEM_COL)]),
-                               outputs=Schema([ColSpec("double")]))
-    example = pd.DataFrame({USER_COL: [1, 1, 2], ITEM_COL: [1, 2, 3]}) if input_example else None
-    options = {"signature": signature, "input_example": example,
-               "pip_requirements": [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]}
+    return {"signature": ModelSignature(inputs=Schema([ColSpec("long", USER_COL), ColSpec("long", ITEM_COL)]),
+                                        outputs=Schema([ColSpec("double")])),
+            "pip_requirements": [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]}
+
+
+def log_als_model(recommender, fallback, validate: bool = True) -> None:
+    """Log ``recommender``'s serving pipeline as the model ``model`` of the active run, in MLflow's
+    spark flavor layout (:class:`_SparkFlavorFiles`): ``mlflow.pyfunc.load_model`` under classic
+    Spark (a pandas ``userId, movieId`` frame -> one double per row), :func:`loaded_spark_model`
+    in both modes."""
     from mlflow.models import Model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if not validate and hasattr(Model, "_log_v2"):
-            # mlflow.spark.log_model has no switch for the check; for a local artifact store it
-            # is exactly this call, which passes validate_serving_input on (mlflow 3.x). Measured:
-            # 3.1-3.7 s per model instead of 5.3-6.0 s. A private API: if its signature changes,
-            # fall back to the public call.
-            try:
-                Model._log_v2(artifact_path=ALS_MODEL_ARTIFACT, flavor=mlflow.spark,
-                              spark_model=recommender.serving_model(fallback),
-                              validate_serving_input=False, **options)
-                return
-            except TypeError:
-                pass
-        mlflow.spark.log_model(recommender.serving_model(fallback), ALS_MODEL_ARTIFACT, **options)
+        Model.log(None, name=ALS_MODEL_ARTIFACT, flavor=_SparkFlavorFiles(recommender, fallback, validate),
+                  **_als_model_options())
+
+
+def save_als_model(recommender, fallback, path: str, validate: bool = True) -> None:
+    """:func:`log_als_model`'s files, written to the new local folder ``path`` instead."""
+    from mlflow.models import Model
+
+    _SparkFlavorFiles(recommender, fallback, validate).save_model(path, Model(), **_als_model_options())
+
+
+@contextlib.contextmanager
+def loaded_spark_model(spark, model_dir: str):
+    """The ``PipelineModel`` of a downloaded Spark-flavor MLflow model (``model_dir`` holds
+    ``MLmodel``), loaded with ``PipelineModel.load`` (classic Spark and Spark Connect alike).
+    With ``RECSYS_SCRATCH`` set, the model is first copied there, for executors or a Connect
+    server that cannot read this machine's disk; the copy is deleted when the block ends
+    (Spark reads the factor tables lazily, so use the model inside the block)."""
+    from mlflow.models import Model
+    from pyspark.ml import PipelineModel
+
+    from recsys.core import fs
+
+    data = os.path.join(model_dir, Model.load(model_dir).flavors["spark"]["model_data"])
+    staged = fs.scratch_dir("model") if os.environ.get("RECSYS_SCRATCH") else None
+    if staged:
+        fs.copy_from_local(spark, data, staged)
+    try:
+        yield PipelineModel.load(fs.to_uri(staged or data))
+    finally:
+        if staged:
+            fs.delete(spark, staged)
 
 
 def log_recommender_model(recommender, train, *, kind, popularity, movies, fallback=None,

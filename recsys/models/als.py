@@ -10,12 +10,12 @@ Two feedback modes (``ALSConfig.implicit_prefs``):
   baseline on RMSE (0.879 against 0.868); fitted on the residuals it reaches 0.852-0.855
   (measured, see the README). The biases are folded into the factors of one Spark ``ALSModel``
   of rank ``rank + 2``: user ``[p_u, 1, mu + b_u]`` and movie ``[q_i, b_i, 1]``, whose dot product
-  is exactly the prediction above, so everything that uses an ``ALSModel`` (``transform``,
-  ``recommendForUserSubset``, save/load, the logged model) needs nothing else.
+  is exactly the prediction above, so everything that reads the factors (``predict``, the
+  evaluation's top-k, save/load, the logged model) needs nothing else.
 - **implicit**: Hu, Koren & Volinsky's confidence model (``c = 1 + alpha * rating``); the scores
   are preferences, not ratings (``predicts_ratings`` False), and it is judged on ranking only.
 
-:meth:`ALSRecommender.serving_model` builds the model that is logged to MLflow: a Spark
+:meth:`ALSRecommender.write_serving_model` writes the model that is logged to MLflow: a Spark
 ``PipelineModel`` made only of JVM stages, so ``mlflow.pyfunc.load_model`` and
 ``mlflow.spark.load_model`` need nothing but pyspark (no recsys code travels with the model):
 
@@ -35,15 +35,19 @@ Two feedback modes (``ALSConfig.implicit_prefs``):
   with two one-factor ``ALSModel`` lookups: 12 Spark write jobs per logged model instead of 6.
 
 So the logged model predicts what the evaluation scored: ALS where it can, the same bias baseline
-where it cannot (to float32 precision: ``mu`` plus an offset is stored as a factor), never NaN. The
-served ``ALSModel`` is built with the JVM constructor, which Scala marks ``private[ml]`` (public in
-bytecode); the tests pin it.
+where it cannot (to float32 precision: ``mu`` plus an offset is stored as a factor), never NaN.
+
+Folded factors are no ``ALS.fit`` output, and Spark makes an ``ALSModel`` from tables only through
+a ``private[ml]`` constructor (absent over Spark Connect). So a fitted recommender holds its
+factor tables (:class:`~recsys.models.als_layout.FactorModel`): ``predict`` and ``top_n`` are
+DataFrame joins on them, and the ``ALSModel`` of a saved recommender or of the serving pipeline
+is written in Spark's own save layout (:mod:`recsys.models.als_layout`) and read back with
+``ALSModel.load`` / ``PipelineModel.load``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 
 from recsys.core import fs
@@ -59,6 +63,7 @@ from recsys.core.constants import (
 )
 from recsys.core.errors import RecsysError
 from recsys.core.params import MAX_ITER, SEED, check_int, param, validate
+from recsys.models.als_layout import FactorModel, files_for, write_als_model, write_pipeline_model
 from recsys.models.base import Recommender, read_meta
 
 _ROW, _ALS, _IN, _TRY = "_recsys_row", "_recsys_als", "_recsys_in", "_recsys_try"
@@ -123,11 +128,10 @@ class ALSRecommender(Recommender):
 
     @classmethod
     def from_model(cls, als_model, config: ALSConfig) -> ALSRecommender:
-        """Wrap an already fitted ``ALSModel`` (e.g. stage 2 of a logged serving model)."""
+        """Wrap an already fitted ``ALSModel`` or :class:`~recsys.models.als_layout.FactorModel`
+        (e.g. the ALS stage of a logged serving model)."""
         out = cls(config)
-        out.model = als_model.copy()
-        out.model.setPredictionCol(PREDICTION_COL).setColdStartStrategy("nan")
-        out.model.setUserCol(USER_COL).setItemCol(ITEM_COL)
+        out.model = FactorModel.of(als_model)
         return out
 
     def fit(self, train) -> ALSRecommender:
@@ -142,7 +146,7 @@ class ALSRecommender(Recommender):
         if blocks:  # Spark's default is 10 user and 10 item blocks, whatever the cluster
             als.setNumBlocks(check_int(ALS_BLOCKS_CONF, blocks, low=1))
         if not c.biases:
-            self.model = als.fit(train)
+            self.model = FactorModel.of(als.fit(train))
             return self
         from recsys.models.bias import BiasBaseline
 
@@ -175,13 +179,15 @@ class ALSRecommender(Recommender):
             raise RecsysError("als model is not fitted: call fit(train) or load(spark, path) first")
 
     def top_n(self, users, n: int):
+        """Each user's ``n`` best movies by score (ties: lower movie id first). Scores every
+        (user, movie) pair of ``users``: the evaluation and the batch lists rank from
+        :meth:`factors` instead (``recsys.evaluation.topk``), this is for a few users."""
+        from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        self._check_fitted()
-        recs = self.model.recommendForUserSubset(users.select(USER_COL), int(n))
-        return (recs.select(USER_COL, F.explode("recommendations").alias("_r"))
-                .select(USER_COL, F.col(f"_r.{ITEM_COL}").alias(ITEM_COL),
-                        F.col("_r.rating").cast("double").alias(SCORE_COL)))
+        order = Window.partitionBy(USER_COL).orderBy(F.col(SCORE_COL).desc(), F.col(ITEM_COL))
+        return (self.score_all(users).withColumn("_r", F.row_number().over(order))
+                .where(F.col("_r") <= int(n)).drop("_r"))
 
     def score_all(self, users):
         from pyspark.sql import functions as F
@@ -195,24 +201,29 @@ class ALSRecommender(Recommender):
         return u.crossJoin(v).select(USER_COL, ITEM_COL, dot.alias(SCORE_COL))
 
     def predict(self, pairs):
+        """``pairs`` plus ``prediction``: the factors' dot product (clipped to the rating scale
+        in explicit mode), null where the user or the movie has no factors."""
         from pyspark.sql import functions as F
 
         self._check_fitted()
-        out = self.model.transform(pairs)
-        raw = F.col(PREDICTION_COL).cast("double")
-        if self.predicts_ratings:
-            raw = F.least(F.greatest(raw, F.lit(MIN_RATING)), F.lit(MAX_RATING))
-        # least/greatest skip NaN-as-null differently: decide on the raw value first
-        value = F.when(F.isnan(F.col(PREDICTION_COL)), F.lit(None).cast("double")).otherwise(raw)
-        return out.withColumn(PREDICTION_COL, value)
+        u = self.model.userFactors.select(F.col("id").alias("_pu"), F.col("features").alias("_u"))
+        v = self.model.itemFactors.select(F.col("id").alias("_pi"), F.col("features").alias("_v"))
+        out = (pairs.join(u, pairs[USER_COL] == u["_pu"], "left")
+               .join(v, pairs[ITEM_COL] == v["_pi"], "left"))
+        raw = F.aggregate(F.zip_with("_u", "_v", lambda a, b: a.cast("double") * b.cast("double")),
+                          F.lit(0.0), lambda acc, x: acc + x)
+        if self.predicts_ratings:  # greatest/least skip nulls: an unknown id stays null
+            raw = F.when(raw.isNotNull(), F.least(F.greatest(raw, F.lit(MIN_RATING)), F.lit(MAX_RATING)))
+        return out.select(*pairs.columns, raw.alias(PREDICTION_COL))
 
     def save(self, path: str) -> None:
-        """Write ``path/als`` (Spark's ALSModel format) and ``path/config.json`` (written last)."""
+        """Write ``path/als`` (Spark's ALSModel layout: ``ALSModel.load`` reads it) and
+        ``path/config.json`` (written last)."""
         self._check_fitted()
         spark = self.model.userFactors.sparkSession
         if fs.exists(spark, path):
             raise RecsysError(f"als: {path} already exists; give a new directory")
-        self.model.save(fs.to_uri(fs.join(path, "als")))
+        write_als_model(fs.join(path, "als"), self.model, _stage_params(USER_COL, ITEM_COL, PREDICTION_COL))
         fs.write_text(spark, fs.join(path, "config.json"),
                       json.dumps({"model": "als", "config": self.config.as_params(), "format": 1}))
 
@@ -222,40 +233,38 @@ class ALSRecommender(Recommender):
 
         meta = read_meta(spark, path, "als", "an ALS model")
         out = cls(ALSConfig(**meta["config"]))
-        out.model = ALSModel.load(fs.to_uri(fs.join(path, "als")))
+        out.model = FactorModel.of(ALSModel.load(fs.to_uri(fs.join(path, "als"))))
         return out
 
     # ------------------------------------------------------------ serving form
 
-    def serving_model(self, fallback=None):
-        """The ``PipelineModel`` to log (see the module docstring): ``userId, movieId`` ->
-        ``prediction`` (double, never NaN), input order kept.
+    def write_serving_model(self, path: str, fallback=None) -> None:
+        """Write the ``PipelineModel`` to log at ``path`` (see the module docstring; read it with
+        ``PipelineModel.load``): ``userId, movieId`` -> ``prediction`` (double, never NaN), input
+        order kept.
 
         ``fallback``: a fitted :class:`~recsys.models.bias.BiasBaseline` (required in explicit
         mode: it is the one the evaluation used, so served and evaluated predictions agree).
         """
-        from pyspark.ml import PipelineModel
         from pyspark.ml.feature import SQLTransformer
 
         self._check_fitted()
         spark = self.model.userFactors.sparkSession
+        uid = f"PipelineModel_{self.model.uid}"
         numbered = f"SELECT *, monotonically_increasing_id() AS {_ROW} FROM __THIS__"
         if not self.predicts_ratings:
-            # the same factors in fewer partitions: each partition is a file the model's save
-            # writes and MLflow copies (ALS's 10 blocks gave 154 files and 3.6 s of logging at 1M)
-            als = _factor_model(spark, self.model.uid, self.model.rank,
-                                _compact(self.model.userFactors), _compact(self.model.itemFactors))
-            als.setPredictionCol(_ALS)
             value = f"CASE WHEN {_ALS} IS NULL OR isnan({_ALS}) THEN 0.0 ELSE {_ALS} END"
-            return PipelineModel(stages=[
-                SQLTransformer(statement=numbered), als,
+            write_pipeline_model(path, spark, uid, [
+                SQLTransformer(statement=numbered),
+                (self.model, _stage_params(USER_COL, ITEM_COL, _ALS)),
                 SQLTransformer(statement=f"SELECT * EXCEPT ({_ROW}, {_ALS}), CAST({value} AS DOUBLE) "
                                          f"AS {PREDICTION_COL} FROM __THIS__ ORDER BY {_ROW}")])
+            return
         if fallback is None or getattr(fallback, "global_mean", None) is None:
             raise RecsysError("als serving model: explicit mode needs a fitted BiasBaseline fallback")
         mu = float(fallback.global_mean)
-        als = _factor_model(spark, self.model.uid, *_with_fallback(self.model, fallback, self.config.biases))
-        als.setUserCol(_PU).setItemCol(_PI).setPredictionCol(_ALS)
+        rank, users, items = _with_fallback(self.model, fallback, self.config.biases)
+        served = FactorModel(self.model.uid, rank, users, items)
         # each input row three times: (user, movie), (user, SENTINEL), (SENTINEL, movie); the
         # first that ALS can score wins (_K orders them), else both are unknown: mu
         user, movie = f"{_IN}.{USER_COL}", f"{_IN}.{ITEM_COL}"
@@ -269,8 +278,9 @@ class ALSRecommender(Recommender):
         collect = (f"SELECT {_IN}.*, {PREDICTION_COL} FROM (SELECT {_ROW}, first({_IN}) AS {_IN}, "
                    f"CAST({value} AS DOUBLE) AS {PREDICTION_COL} FROM __THIS__ GROUP BY {_ROW}) "
                    f"ORDER BY {_ROW}")
-        stages = [SQLTransformer(statement=explode), als, SQLTransformer(statement=collect)]
-        return PipelineModel(stages=stages)
+        write_pipeline_model(path, spark, uid, [SQLTransformer(statement=explode),
+                                                (served, _stage_params(_PU, _PI, _ALS)),
+                                                SQLTransformer(statement=collect)])
 
     @staticmethod
     def from_serving_model(pipeline_model, config: ALSConfig) -> ALSRecommender:
@@ -283,11 +293,11 @@ class ALSRecommender(Recommender):
         als = [s for s in pipeline_model.stages if isinstance(s, ALSModel)]
         if not als:
             raise RecsysError("this pipeline model holds no ALS stage: not a recsys ALS model")
-        model = als[0]
-        if model.isDefined(model.userCol) and model.getUserCol() == _PU:  # explicit: see _with_fallback
+        model = FactorModel.of(als[0])
+        if als[0].isDefined(als[0].userCol) and als[0].getUserCol() == _PU:  # explicit: see _with_fallback
             real = F.col("id") != SENTINEL_ID
-            model = _factor_model(model.userFactors.sparkSession, model.uid, model.rank,
-                                  model.userFactors.where(real), model.itemFactors.where(real))
+            model = FactorModel(model.uid, model.rank, model.userFactors.where(real),
+                                model.itemFactors.where(real))
         return ALSRecommender.from_model(model, config)
 
 
@@ -299,7 +309,6 @@ def with_biases(residual_model, bias):
     """
     from pyspark.sql import functions as F
 
-    spark = residual_model.userFactors.sparkSession
     mu = float(bias.global_mean)
     one = F.lit(1.0).cast("float")
     users = (residual_model.userFactors
@@ -310,43 +319,14 @@ def with_biases(residual_model, bias):
              .join(bias.item_bias.select(F.col(ITEM_COL).alias("id"), "item_bias"), "id")
              .select("id", F.concat("features", F.array(F.col("item_bias").cast("float"), one))
                      .alias("features")).cache())
-    users.count(), items.count()
-    residual_model.userFactors.unpersist()
-    residual_model.itemFactors.unpersist()
-    return _factor_model(spark, residual_model.uid, residual_model.rank + 2, users, items)
+    rows = int(users.count()), int(items.count())
+    return FactorModel(residual_model.uid, residual_model.rank + 2, users, items, rows)
 
 
-def _factor_model(spark, uid: str, rank: int, users, items):
-    """An ``ALSModel`` over the given factor tables (``id int, features array<float>``), reading
-    ``userId``/``movieId`` and writing ``prediction`` (NaN for an unknown id)."""
-    from pyspark.ml.recommendation import ALSModel
-
-    jvm_cls = spark.sparkContext._jvm.org.apache.spark.ml.recommendation.ALSModel
-    jmodel = jvm_cls(uid, rank, users._jdf, items._jdf)
-    # on the JVM object too: recommendForUserSubset calls it without passing Python-side params
-    jmodel.setUserCol(USER_COL).setItemCol(ITEM_COL).setPredictionCol(PREDICTION_COL)
-    jmodel.setColdStartStrategy("nan")
-    model = ALSModel(jmodel)
-    model.setUserCol(USER_COL).setItemCol(ITEM_COL).setPredictionCol(PREDICTION_COL)
-    return model.setColdStartStrategy("nan")
-
-
-#: Bytes per partition of a factor or offset table in a saved model (one file each).
-BYTES_PER_FILE = 128 * 1024 * 1024
-
-
-def _files(table) -> int:
-    """Partitions for ``table`` in a saved model: one per ``BYTES_PER_FILE`` of its size as
-    Spark's planner estimates it (exact for a cached table; no Spark job: a count per table cost
-    0.27 s), never more than it has."""
-    size = table._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
-    wanted = math.ceil(int(str(size)) / BYTES_PER_FILE)
-    return max(1, min(wanted, table.rdd.getNumPartitions()))
-
-
-def _compact(table):
-    """``table`` in :func:`_files` partitions (each partition is a file the model's save writes)."""
-    return table.coalesce(_files(table))
+def _stage_params(user_col: str, item_col: str, prediction_col: str) -> dict:
+    """The params of a written ALS stage: its columns, NaN for an unknown id."""
+    return {"userCol": user_col, "itemCol": item_col, "predictionCol": prediction_col,
+            "coldStartStrategy": "nan", "blockSize": 4096}
 
 
 def _with_fallback(model, fallback, folded: bool):
@@ -367,7 +347,9 @@ def _with_fallback(model, fallback, folded: bool):
 
     spark = model.userFactors.sparkSession
     mu = float(fallback.global_mean)
-    files = _files(model.userFactors), _files(model.itemFactors)
+    rows = model.rows or (None, None)
+    files = (files_for(model.userFactors, model.rank, rows[0]),
+             files_for(model.itemFactors, model.rank, rows[1]))
     if folded:
         rank, users, items = model.rank, model.userFactors, model.itemFactors
         sentinels = [0.0] * (rank - 2) + [1.0, mu], [0.0] * (rank - 2) + [0.0, 1.0]

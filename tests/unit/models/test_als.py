@@ -164,10 +164,11 @@ def test_predict_is_null_for_cold_start_and_clipped(spark):
 
 
 @pytest.mark.parametrize("biases", [True, False])
-def test_served_explicit_model_answers_the_baseline_from_its_one_als_stage(spark, biases):
+def test_served_explicit_model_answers_the_baseline_from_its_one_als_stage(spark, tmp_path, biases):
     """One ALS stage serves both the model and the bias baseline (sentinel rows; no lookup
     stages): known pairs score as predict, a cold user or movie gets mu + the other's offset, both
     cold get mu, all clipped, rows in input order; the recommender comes back without sentinels."""
+    from pyspark.ml import PipelineModel
     from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import functions as F
 
@@ -176,7 +177,8 @@ def test_served_explicit_model_answers_the_baseline_from_its_one_als_stage(spark
     train = _checkerboard(spark)
     fallback = BiasBaseline().fit(train)
     model = ALSRecommender(rank=2, max_iter=3, seed=1, biases=biases, baseline=fallback).fit(train)
-    served = model.serving_model(fallback)
+    model.write_serving_model(str(tmp_path / "served"), fallback)
+    served = PipelineModel.load(str(tmp_path / "served"))
     assert [type(s).__name__ for s in served.stages] == ["SQLTransformer", "ALSModel", "SQLTransformer"]
     users, movies = [2, 99, 1, 3, 98, 5, 0], [4, 1, 77, 2, 76, 7, 3]
     query = spark.createDataFrame(list(zip(users, movies, strict=True)), "userId long, movieId long")
@@ -209,16 +211,14 @@ def test_serving_model_through_pyfunc(spark, tmp_path):
     import mlflow
     import pandas as pd
 
+    from recsys.mlops import save_als_model
     from recsys.models import BiasBaseline
 
     train = _checkerboard(spark)
     fallback = BiasBaseline().fit(train)
     model = ALSRecommender(rank=2, max_iter=3, seed=1).fit(train)
     path = str(tmp_path / "served")
-    # requirements given, as recsys.jobs logs them: inferring them loads the model in a fresh
-    # Python and JVM (30-40 s here per model)
-    requirements = {"pip_requirements": ["pyspark", "mlflow"]}
-    mlflow.spark.save_model(model.serving_model(fallback), path, **requirements)
+    save_als_model(model, fallback, path)  # the files log_als_model logs
     served = mlflow.pyfunc.load_model(path)
 
     query = pd.DataFrame({"userId": [2, 99, 1, 3, 98, 5], "movieId": [4, 1, 77, 2, 76, 7]})
@@ -235,7 +235,7 @@ def test_serving_model_through_pyfunc(spark, tmp_path):
 
     implicit = ALSRecommender(rank=2, max_iter=3, implicit_prefs=True).fit(train)
     ipath = str(tmp_path / "served-implicit")
-    mlflow.spark.save_model(implicit.serving_model(), ipath, **requirements)
+    save_als_model(implicit, None, ipath)
     scores = list(mlflow.pyfunc.load_model(ipath).predict(query))
     assert scores[1] == 0.0 and scores[4] == 0.0  # unknown user / movie: no evidence of preference
     known = {(r["userId"], r["movieId"]): r["prediction"] for r in implicit.predict(pairs).collect()}

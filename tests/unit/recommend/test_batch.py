@@ -140,10 +140,10 @@ def fake_recommender(spark, tmp_path_factory):
     import json
 
     import mlflow
-    from pyspark.ml import PipelineModel
-    from pyspark.ml.recommendation import ALSModel
 
     from recsys.data import SplitConfig, make_split
+    from recsys.mlops import save_als_model
+    from recsys.models import ALSConfig, ALSRecommender, FactorModel
 
     root = tmp_path_factory.mktemp("fake-recommender")
     rng = np.random.default_rng(11)
@@ -157,12 +157,11 @@ def fake_recommender(spark, tmp_path_factory):
                              SplitConfig(), split_dir, source="tiny", source_checksum="tiny-1",
                              progress=lambda _m: None)
     train = {(r.userId, r.movieId) for r in spark.read.parquet(split_dir + "/train").collect()}
-    jvm_cls = spark.sparkContext._jvm.org.apache.spark.ml.recommendation.ALSModel
-    als = ALSModel(jvm_cls("als_fake", 3, spark.createDataFrame(list(users.items()), FACTORS)._jdf,
-                           spark.createDataFrame(list(items.items()), FACTORS)._jdf))
+    als = FactorModel("als_fake", 3, spark.createDataFrame(list(users.items()), FACTORS),
+                      spark.createDataFrame(list(items.items()), FACTORS))
     model_dir = root / "recommender"
-    mlflow.spark.save_model(PipelineModel(stages=[als]), str(model_dir / "artifacts" / "spark_model"),
-                            pip_requirements=["pyspark"])
+    save_als_model(ALSRecommender.from_model(als, ALSConfig(implicit_prefs=True)), None,
+                   str(model_dir / "artifacts" / "spark_model"))
     (model_dir / "artifacts" / "factors").mkdir()
     (model_dir / "artifacts" / "factors" / "meta.json").write_text(json.dumps(
         {"split_dir": split_dir, "split_digest": split_digest(manifest), "kind": "implicit"}))

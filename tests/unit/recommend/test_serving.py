@@ -270,8 +270,9 @@ def _pairs():
 
 
 @pytest.mark.slow
-def test_pair_scores_equal_the_spark_serving_model_and_predict(spark, tiny, logged):
+def test_pair_scores_equal_the_spark_serving_model_and_predict(spark, tiny, logged, tmp_path):
     import mlflow
+    from pyspark.ml import PipelineModel
 
     pairs = _pairs()
     frame = spark.createDataFrame(pairs)
@@ -279,7 +280,8 @@ def test_pair_scores_equal_the_spark_serving_model_and_predict(spark, tiny, logg
         got = logged[kind]["model"].predict(pairs)
         assert list(got.columns) == ["userId", "movieId", "score"]
         assert list(got[ITEM_COL]) == list(pairs[ITEM_COL]) and not got["score"].isna().any()
-        spark_model = recommender.serving_model(tiny["bias"] if kind == "rating" else None)
+        recommender.write_serving_model(str(tmp_path / kind), tiny["bias"] if kind == "rating" else None)
+        spark_model = PipelineModel.load(str(tmp_path / kind))
         expected = [r["prediction"] for r in spark_model.transform(frame).collect()]
         assert np.allclose(got["score"], expected, atol=1e-5, rtol=0), kind
         # ALS's joins shuffle the rows: match its predictions to the pairs by key, not position
