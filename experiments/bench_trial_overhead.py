@@ -101,12 +101,12 @@ def hand_written_trial(spark, params: dict, train, validation, fallback, k: int,
     ``trial_metrics`` (the search trial's ``val_*``) by more than 1e-6, a note says where the
     lists differ (:func:`list_differences`, not timed)."""
     from pyspark.ml.evaluation import RankingEvaluator, RegressionEvaluator
-    from pyspark.ml.recommendation import ALS
+    from pyspark.ml.recommendation import ALS, ALSModel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from recsys.core.constants import ALS_BLOCKS_CONF, ITEM_COL, MAX_RATING, MIN_RATING, RATING_COL, USER_COL
-    from recsys.models import with_biases
+    from recsys.models import with_biases, write_als_model
 
     sc = spark.sparkContext
     group = f"hand-{time.time_ns()}"
@@ -134,7 +134,13 @@ def hand_written_trial(spark, params: dict, train, validation, fallback, k: int,
         if blocks:
             als.setNumBlocks(int(blocks))
         if params["biases"]:
-            model = with_biases(als.fit(fallback.cached_residuals(train)), fallback)
+            # folded factors become an ALSModel through Spark's save layout (recsys.models.als_layout)
+            folded = with_biases(als.fit(fallback.cached_residuals(train)), fallback)
+            where = os.path.join(tempfile.mkdtemp(prefix="hand-als-"), "als")
+            write_als_model(where, folded, {"userCol": USER_COL, "itemCol": ITEM_COL,
+                                            "predictionCol": "prediction", "coldStartStrategy": "nan"})
+            model = ALSModel.load(where)
+            model.userFactors.cache().count(), model.itemFactors.cache().count()
         else:
             model = als.fit(train)
             model.userFactors.cache().count(), model.itemFactors.cache().count()

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from importlib import resources
 
@@ -196,6 +197,10 @@ def _connect_session(url: str, extra: dict[str, str]):
                           f"(pip install 'pyspark[connect]'): {err}") from err
     from pyspark.sql import SparkSession
 
+    # the Connect client repeats, as a Python warning, the server's note on windows without a
+    # partition; recsys uses them only over the distinct movie or user ids (a few MB)
+    warnings.filterwarnings("ignore", message="WARN WindowExpression: No Partition Defined",
+                            category=UserWarning)
     active = SparkSession.getActiveSession()
     if active is not None and is_connect(active):
         spark = active
