@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hashes", default="128,192,256")
     parser.add_argument("--targets", default="0.5,0.45,0.4")
     args = parser.parse_args(argv)
-    print("| table | pairs | 100th Jaccard | n_hashes | target | bands x rows | expected recall | 100th pair |")
+    print("| table | pairs | 100th Jaccard | n_hashes | target | bands x rows | expected recall "
+          "| 100th pair |")
     print("|---|---|---|---|---|---|---|---|")
     for table in args.tables:
         with open(table, encoding="utf-8") as fh:
