@@ -23,16 +23,28 @@ def _env(tmp_path, **extra):
     return dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db", **extra)
 
 
+@pytest.fixture(scope="module")
+def connect_url(tmp_path_factory):
+    from tests.support.connect import spark_connect_server
+
+    with spark_connect_server(tmp_path_factory.mktemp("faults-connect")) as url:
+        yield url
+
+
 @pytest.mark.slow
-def test_killed_split_leaves_previous_split_intact(spark, bundled, tmp_path):
+@pytest.mark.parametrize("mode", ["classic", pytest.param("connect", marks=pytest.mark.server)])
+def test_killed_split_leaves_previous_split_intact(spark, bundled, tmp_path, mode, request):
+    """Under Spark Connect the killed process is the client: the split's writes run on the
+    server, which must not leave anything that looks complete either."""
     from recsys.data import SplitConfig, load_split, make_split
 
+    master = ["--spark-master", request.getfixturevalue("connect_url")] if mode == "connect" else []
     out = tmp_path / "split"
     good, _ = make_split(spark, bundled.ratings, SplitConfig(seed=1), str(out), source=bundled.source,
                          source_checksum=bundled.checksum, progress=lambda _m: None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "recsys", "split", "--split-dir", str(out), "--seed", "2",
-         "--overwrite", "true"],
+         "--overwrite", "true", *master],
         cwd=tmp_path, env=_env(tmp_path), stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 300
     for line in proc.stderr:  # wait until it is writing partitions, then kill it hard
@@ -56,7 +68,7 @@ def test_killed_split_leaves_previous_split_intact(spark, bundled, tmp_path):
     # and the same command run again completes
     done = subprocess.run(
         [sys.executable, "-m", "recsys", "split", "--split-dir", str(out), "--seed", "2",
-         "--overwrite", "true"],
+         "--overwrite", "true", *master],
         cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "manifest.json").read_text())["params"]["seed"] == 2
