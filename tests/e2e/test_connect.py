@@ -97,4 +97,5 @@ def test_main_over_connect_equals_classic_then_recommend_and_twins_alone(tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     exp = connect.get_experiment_by_name("recsys")
     banded = connect.search_runs([exp.experiment_id], "params.method = 'banded'")[0]
-    assert banded.data.metrics["recall"] == 1.0 and banded.data.metrics["top_jaccard"] == pytest.approx(0.7)
+    # 42 x 3 bands catch a pair at the bundled data's 100th Jaccard (0.444) with p ~ 0.98
+    assert banded.data.metrics["recall"] >= 0.95 and banded.data.metrics["top_jaccard"] == pytest.approx(0.7)
