@@ -247,7 +247,9 @@ def promotion_lock(client, model_name: str, timeout: float = 120.0, poll: float 
                 description=f"held while recsys promotes {model_name}; delete it if no promotion is running")
             break
         except MlflowException as err:
-            if getattr(err, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            # on a name clash some stores look the holder up, which fails if it was just released:
+            # not taken either way, try again
+            if getattr(err, "error_code", "") not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         _break_if_dead(client, lock)
         if time.time() > deadline:
