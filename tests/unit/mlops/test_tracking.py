@@ -65,3 +65,25 @@ def test_a_run_mlflow_run_made_stays_in_its_experiment_and_gets_a_name_unless_th
     found = client.get_run(made.info.run_id)
     assert found.info.experiment_id == exp and found.info.status == "FINISHED"
     assert found.info.run_name == found.data.tags["mlflow.runName"] == expected
+
+
+def test_the_ui_opens_a_recsys_experiment_in_its_training_view_unless_a_user_chose_a_kind(
+        client, monkeypatch, tmp_path):
+    # MLflow 3.18's UI shows its GenAI page unless mlflow.experimentKind says "training"
+    with stage_run("split") as run:
+        with stage_run("als_trial"):
+            pass
+    kind = client.get_experiment(run.info.experiment_id).tags.get("mlflow.experimentKind")
+    assert client.get_experiment(run.info.experiment_id).name == "recsys"
+    assert kind == "custom_model_development"
+    # the user's own experiment: tagged when it has no kind or only the UI's guess, never re-chosen
+    for given, expected in ((None, "custom_model_development"),
+                            ("genai_development_inferred", "custom_model_development"),
+                            ("genai_development", "genai_development")):
+        name = f"kind-{given}-{tmp_path.name}"
+        tags = {"mlflow.experimentKind": given} if given else None
+        client.create_experiment(name, artifact_location=str(tmp_path / name), tags=tags)
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", name)
+        with stage_run("baseline") as run:
+            pass
+        assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == expected, given
