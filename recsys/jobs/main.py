@@ -132,8 +132,8 @@ def describe_pipeline(out: dict, data=None) -> str:
         name, version = decision["model_name"], decision["version"]
         shown = f"precision@{DEFAULT_K}" if metric == PRECISION else "RMSE"
         score, baseline = decision["candidate_score"], metrics.get(f"{base}_test_{metric}")
-        against = f"test {shown} **{score:.4f}** against {base}'s {baseline:.4f}" if baseline is not None \
-            else f"test {shown} **{score:.4f}** (no baseline)"
+        against = (f"test {shown} **{score:.4f}** against the {base} baseline's {baseline:.4f}"
+                   if baseline is not None else f"test {shown} **{score:.4f}** (no baseline)")
         if decision["decision"] == "promoted":
             what = f"**{name} v{version} is `@champion`**"
         elif decision["decision"] == "already_champion":

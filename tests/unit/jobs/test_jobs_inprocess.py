@@ -143,7 +143,9 @@ def test_search_picks_its_best_trial_and_promote_makes_it_champion(split_run):
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {search.info.run_id} and len(trials) == 2
     best = min(trials, key=lambda t: t.data.metrics["val_rmse"])
     assert search.data.tags["recsys.best_run_id"] == best.info.run_id
+    # the parent shows its best trial's objective, validation and test, as its own metrics
     assert search.data.metrics["val_rmse"] == best.data.metrics["val_rmse"]
+    assert search.data.metrics["test_rmse"] == best.data.metrics["test_rmse"]
     assert search.info.run_name == "als_search explicit rmse 2 trials"
     # counts every trial shares are on the parent only: the compare page lists quality metrics
     assert search.data.metrics["val_n_users_evaluated"] > 0 < search.data.metrics["test_n_users_evaluated"]
