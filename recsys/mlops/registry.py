@@ -203,8 +203,8 @@ def register(client, candidate: Candidate, model_name: str):
     existing = client.search_model_versions(f"name='{model_name}' and run_id='{candidate.model_run_id}'")
     if existing:
         return min(existing, key=lambda v: int(v.version)), False
-    _describe_model(client, model_name, candidate.objective.metric)
     version = mlflow.register_model(candidate.model_uri, model_name)
+    _describe_model(client, model_name, candidate.objective.metric)
     metric = candidate.objective.metric
     tags = {f"test_{metric}": repr(float(candidate.score)), TAG_OBJECTIVE: metric,
             TAG_FEEDBACK: candidate.feedback, TAG_SPLIT: candidate.split_digest,
@@ -224,16 +224,8 @@ def baseline_name(objective: str) -> str:
 
 def _describe_model(client, model_name: str, objective: str) -> None:
     """Give a registered model without a description one (the model page's first lines)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        if client.get_registered_model(model_name).description:
-            return
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        with contextlib.suppress(MlflowException):  # a concurrent first registration made it
-            client.create_registered_model(model_name)
+    if client.get_registered_model(model_name).description:
+        return
     role = ("Rating predictor: explicit ALS" if objective == RMSE
             else "Top-K movie recommender: ALS")
     client.update_registered_model(model_name, description=(
