@@ -15,14 +15,20 @@ profile, i.e. as a first visit, and writes ``<out>/<page>.png`` (1600x1200, redu
 colours to keep them small). Each page's rendered text (``--dump-dom``) is checked for what it
 must show; the script exits 1 when something is missing and says what.
 
-| page | URL | must show |
+| page | URL (each with ``?workflowType=machine_learning``) | must show |
 | --- | --- | --- |
 | experiment | ``#/experiments/<id>`` | the training view (no "Send your first trace"), the ``main`` run |
-| runs_table | ``#/experiments/<id>/runs`` | ``main``'s headline metric columns |
-| chart_view | ``...?compareRunsMode=CHART`` | charts of the headline metrics (not "Model metrics (0)") |
-| main_run | ``#/experiments/<id>/runs/<main>`` | its description (what was promoted, and why) |
+| runs_table | ``.../runs`` + ``viewStateShareKey=recsys-headline`` (main's link) | headline columns |
+| chart_view | ``.../runs`` + ``compareRunsMode=CHART`` | ``ranking``, ``rating`` sections first |
+| main_run | ``#/experiments/<id>/runs/<main>`` | its description (what was promoted, and why), its metrics |
 | model | ``#/models/recsys-als`` | the model's description, versions with their ``decision`` tag |
 | model_version | ``#/models/recsys-als/versions/<champion>`` | why the version is champion |
+
+Why every URL carries ``workflowType=machine_learning``: MLflow 3.18.0's UI has a GenAI /
+Model-training switch that follows that URL parameter, else the browser's last choice (GenAI on
+a first visit); it does not read the experiment's ``mlflow.experimentKind`` tag (newer MLflow
+UIs sync the switch to that tag, which ``recsys`` sets). A plain ``#/experiments/<id>`` opens on
+"Send your first trace" in a fresh browser profile.
 
 Written by hand for the README (experiments/results/ui/); not part of any test suite: it needs
 Chromium and a `main` run (about 4-8 minutes on 2 cores).
@@ -44,7 +50,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "results" / "ui"
-WINDOW = "1600,1200"
+WINDOW = os.environ.get("UI_WINDOW", "1600,1200")
 
 
 def _free_port() -> int:
@@ -112,7 +118,7 @@ class MlflowUi:
             pass
 
 
-def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 25000) -> str:
+def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 40000) -> str:
     """Render ``url`` in a fresh headless profile; the rendered DOM, and a PNG if asked."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
@@ -148,16 +154,18 @@ def pages(client, model: str = "recsys-als") -> list[tuple[str, str, list[str], 
                                 order_by=["attributes.start_time DESC"], max_results=1)
     champion = client.get_model_version_by_alias(model, "champion")
     e, run = exp.experiment_id, main.info.run_id
-    headline = ["champion_test_precision_at_k", "popularity_test_precision_at_k"]
+    ml = "workflowType=machine_learning"  # what main's link carries: 3.18's switch follows it
+    headline = ["ranking/champion_test_precision_at_k", "ranking/popularity_test_precision_at_k",
+                "rating/champion_test_rmse", "rating/bias_test_rmse"]
     genai = ["Send your first trace"]
     return [
-        ("experiment", f"#/experiments/{e}", ["main"], genai),
-        ("runs_table", f"#/experiments/{e}/runs", headline, genai),
-        ("chart_view", f"#/experiments/{e}/runs?compareRunsMode=CHART", headline,
-         [*genai, "Model metrics (0)"]),
-        ("main_run", f"#/experiments/{e}/runs/{run}", ["what was promoted", "Why:", *headline], genai),
-        ("model", f"#/models/{model}", ["Top-K movie recommender", "decision"], []),
-        ("model_version", f"#/models/{model}/versions/{champion.version}",
+        ("experiment", f"#/experiments/{e}?{ml}", ["main", "Model training"], genai),
+        ("runs_table", f"#/experiments/{e}/runs?{ml}&viewStateShareKey=recsys-headline", headline, genai),
+        ("chart_view", f"#/experiments/{e}/runs?{ml}&compareRunsMode=CHART",
+         ["ranking (2)", "rating (2)", "ranking/champion_test_precision_at_k"], genai),
+        ("main_run", f"#/experiments/{e}/runs/{run}?{ml}", ["what was promoted", "Why:", *headline], genai),
+        ("model", f"#/models/{model}?{ml}", ["Top-K movie recommender", "decision"], []),
+        ("model_version", f"#/models/{model}/versions/{champion.version}?{ml}",
          ["Champion", "Why:", "popularity baseline"], []),
     ]
 

@@ -23,15 +23,21 @@ from recsys.mlops.tracking import (
     finite_metrics,
     log_new_params,
     say,
+    share_runs_view,
     stage_run,
     temp_artifact_dir,
 )
 
 #: Each model role: its search's feedback, objective, and the baseline it must beat.
 ROLES = {"ranking": ("implicit", PRECISION, "popularity"), "rating": ("explicit", RMSE, "bias")}
-#: Prefix of the stage timings on the parent run: MLflow's chart view groups metrics named
-#: ``<prefix>/<name>`` in a section of their own, so the headline charts come first, alone.
-SECONDS_PREFIX = "seconds/"
+#: Prefix of the stage timings on the parent run. MLflow's chart view groups metrics named
+#: ``<prefix>/<name>`` in a section per prefix, sections in the order of their names, before its
+#: "Model metrics": the headline metrics are ``ranking/``, ``rating/`` and ``twins/`` (each
+#: section a champion and its baseline side by side), the timings come after them.
+SECONDS_PREFIX = "wall_seconds/"
+#: The runs-table view ``main`` shares (MLflow's "share view": an experiment tag the UI reads
+#: from the link's ``viewStateShareKey``): the headline metrics as columns.
+SHARED_VIEW = "recsys-headline"
 FIGURE = "champions_vs_baselines.png"
 
 
@@ -44,8 +50,10 @@ def pipeline(data, split_dir, ranking_evals, rating_evals, max_iter, spark_maste
     ``recommend`` (top-K lists for every user from the recommender just judged) -> twins.
     ``ranking_evals`` / ``rating_evals``: trials of each search; ``max_iter``: ALS sweeps per trial.
 
-    The parent run logs :func:`headline_metrics` as each stage ends, ``seconds/<stage>`` for every
-    stage, its description (:func:`describe_pipeline`) and ``champions_vs_baselines.png``.
+    The parent run logs :func:`headline_metrics` as each stage ends, ``wall_seconds/<stage>`` for
+    every stage, its description (:func:`describe_pipeline`) and ``champions_vs_baselines.png``;
+    the last line it prints is the MLflow UI link that opens the runs table with the headline
+    metrics as columns (:func:`recsys.mlops.tracking.share_runs_view`).
     Returns ``{stage: result}``.
     """
     import mlflow
@@ -102,21 +110,21 @@ def _champion_score(decision: dict):
 def headline_metrics(out: dict) -> dict:
     """The figures a reader wants first, from the stage results ``out`` (``{stage: result}`` as
     :func:`pipeline` builds it; stages not yet run are left out): the ranking champion's and
-    popularity's test ``precision_at_k`` (``champion_test_precision_at_k``,
-    ``popularity_test_precision_at_k``), the rating champion's and the bias baseline's test RMSE
-    (``champion_test_rmse``, ``bias_test_rmse``), and the twins' and random pairs' mean Pearson
-    (``twins_pearson_mean``, ``random_pearson_mean``). Baselines are the ones the promotion
-    gate compared with (the search's, on the test split)."""
+    popularity's test ``precision_at_k`` (``ranking/champion_test_precision_at_k``,
+    ``ranking/popularity_test_precision_at_k``), the rating champion's and the bias baseline's
+    test RMSE (``rating/champion_test_rmse``, ``rating/bias_test_rmse``), and the twins' and
+    random pairs' mean Pearson (``twins/twins_pearson_mean``, ``twins/random_pearson_mean``).
+    Baselines are the ones the promotion gate compared with (the search's, on the test split)."""
     metrics = {}
     for role, (_feedback, metric, base) in ROLES.items():
         search, decision = out.get(f"{role}_search"), out.get(f"{role}_promote")
         if search:
-            metrics[f"{base}_test_{metric}"] = search["baselines"].get(f"baseline_test_{metric}")
+            metrics[f"{role}/{base}_test_{metric}"] = search["baselines"].get(f"baseline_test_{metric}")
         if decision:
-            metrics[f"champion_test_{metric}"] = _champion_score(decision)
+            metrics[f"{role}/champion_test_{metric}"] = _champion_score(decision)
     if out.get("twins"):
         for group in ("twins", "random"):
-            metrics[f"{group}_pearson_mean"] = out["twins"].get(f"{group}_pearson_mean")
+            metrics[f"twins/{group}_pearson_mean"] = out["twins"].get(f"{group}_pearson_mean")
     return finite_metrics(metrics)
 
 
@@ -131,7 +139,7 @@ def describe_pipeline(out: dict, data=None) -> str:
             continue
         name, version = decision["model_name"], decision["version"]
         shown = f"precision@{DEFAULT_K}" if metric == PRECISION else "RMSE"
-        score, baseline = decision["candidate_score"], metrics.get(f"{base}_test_{metric}")
+        score, baseline = decision["candidate_score"], metrics.get(f"{role}/{base}_test_{metric}")
         against = (f"test {shown} **{score:.4f}** against the {base} baseline's {baseline:.4f}"
                    if baseline is not None else f"test {shown} **{score:.4f}** (no baseline)")
         if decision["decision"] == "promoted":
@@ -144,11 +152,11 @@ def describe_pipeline(out: dict, data=None) -> str:
                     + (f"v{champion} stays `@champion`)" if champion is not None else "no champion)"))
         lines.append(f"- {what} ({role}): {against}. Why: {decision['reason']}.")
     twins_result = out.get("twins") or {}
-    if "twins_pearson_mean" in metrics and "random_pearson_mean" in metrics:
+    if "twins/twins_pearson_mean" in metrics and "twins/random_pearson_mean" in metrics:
         p_value = twins_result.get("pearson_p_value")
         lines.append(f"- **Twins**: the top {int(twins_result.get('twins_pearson_count', 0))} pairs by "
-                     f"Jaccard rate alike, mean Pearson **{metrics['twins_pearson_mean']:.3f}** against "
-                     f"{metrics['random_pearson_mean']:.3f} for random pairs"
+                     f"Jaccard rate alike, mean Pearson **{metrics['twins/twins_pearson_mean']:.3f}** "
+                     f"against {metrics['twins/random_pearson_mean']:.3f} for random pairs"
                      + (f" (p = {p_value:.2g})." if p_value is not None else "."))
     recommended = out.get("recommend")
     if recommended:
@@ -174,11 +182,16 @@ def _log_story(out: dict, data) -> None:
     for role, (_feedback, metric, base) in ROLES.items():
         shown = f"precision@{DEFAULT_K}" if metric == PRECISION else "RMSE"
         panels.append({"title": f"{role}: test {shown}", "better": "lower" if metric == RMSE else "higher",
-                       "bars": {"champion": metrics.get(f"champion_test_{metric}"),
-                                base: metrics.get(f"{base}_test_{metric}")}})
+                       "bars": {"champion": metrics.get(f"{role}/champion_test_{metric}"),
+                                base: metrics.get(f"{role}/{base}_test_{metric}")}})
     panels.append({"title": "twins: mean Pearson", "better": "higher",
-                   "bars": {"twins": metrics.get("twins_pearson_mean"),
-                            "random pairs": metrics.get("random_pearson_mean")}})
+                   "bars": {"twins": metrics.get("twins/twins_pearson_mean"),
+                            "random pairs": metrics.get("twins/random_pearson_mean")}})
     with temp_artifact_dir() as tmp:
         path = plots.champions_vs_baselines(panels, os.path.join(tmp, FIGURE))
         mlflow.log_artifact(path)
+    run = mlflow.active_run()
+    link = share_runs_view(mlflow.MlflowClient(), run.info.experiment_id, SHARED_VIEW, sorted(metrics))
+    uri = mlflow.get_tracking_uri()
+    first = "" if uri.startswith(("http://", "https://")) else f"`mlflow ui --backend-store-uri {uri}`, then "
+    say(f"[main] done. To see it: {first}{link}")

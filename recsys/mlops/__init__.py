@@ -13,10 +13,12 @@ from recsys.mlops.tracking import (
     log_new_params,
     log_recommender_model,
     log_spark_input,
+    mark_training_experiment,
     name_run,
     redact_secrets,
     restore_trial_run,
     say,
+    share_runs_view,
     spark_session,
     stage_run,
     temp_artifact_dir,
@@ -24,6 +26,7 @@ from recsys.mlops.tracking import (
 )
 
 __all__ = ["adopt_trials", "find_trial_run", "finite_metrics", "kill_stale_runs", "log_als_model",
-           "log_json", "log_new_params", "log_recommender_model", "log_spark_input", "name_run",
-           "plots", "redact_secrets", "registry", "restore_trial_run", "say", "spark_session",
+           "log_json", "log_new_params", "log_recommender_model", "log_spark_input",
+           "mark_training_experiment", "name_run", "plots", "redact_secrets", "registry",
+           "restore_trial_run", "say", "share_runs_view", "spark_session",
            "stage_run", "temp_artifact_dir", "trial_metrics"]

@@ -162,6 +162,30 @@ def mark_training_experiment(client, experiment_id: str) -> None:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND)
 
 
+#: MLflow UI's "share view" tags: ``<prefix><key>`` on the experiment holds a runs-page view state
+#: (JSON) that the link ``...?viewStateShareKey=<key>`` opens.
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+#: ``mlflow ui``'s default address, for links printed when the tracking store is not a server.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def share_runs_view(client, experiment_id: str, key: str, metric_columns) -> str:
+    """Share a runs-table view of the experiment whose columns are ``metric_columns`` (what the
+    UI's "share" writes: the experiment tag ``mlflow.sharedViewState.<key>``) and return the link
+    that opens it in the model-training view. MLflow 3.18's runs table shows no metric column
+    until one is chosen, and its GenAI/training switch follows the link's ``workflowType`` (else
+    the browser's last choice, GenAI at first), not the experiment's kind tag. The link's host is
+    the tracking server's, else ``mlflow ui``'s default."""
+    import mlflow
+
+    columns = [f"metrics.`{name}`" for name in metric_columns]
+    client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_TAG_PREFIX}{key}",
+                              json.dumps({"selectedColumns": columns}))
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={key}"
+
+
 def _replaceable_name(name: str | None, stage: str) -> bool:
     """True for a name recsys may replace: none, the bare stage name, or one MLflow generated;
     False for one the user gave (``mlflow run --run-name``)."""

@@ -34,9 +34,9 @@ def test_a_fresh_main_shows_each_champion_beside_its_baseline():
            "recommend": {"model_uri": "models:/recsys-als@champion", "counts": {"rows": 6100, "users": 610}},
            "twins": TWINS}
     assert headline_metrics(out) == {
-        "champion_test_precision_at_k": 0.1046, "popularity_test_precision_at_k": 0.0645,
-        "champion_test_rmse": 0.8712, "bias_test_rmse": 0.8801,
-        "twins_pearson_mean": 0.41, "random_pearson_mean": 0.12}
+        "ranking/champion_test_precision_at_k": 0.1046, "ranking/popularity_test_precision_at_k": 0.0645,
+        "rating/champion_test_rmse": 0.8712, "rating/bias_test_rmse": 0.8801,
+        "twins/twins_pearson_mean": 0.41, "twins/random_pearson_mean": 0.12}
     note = describe_pipeline(out, data=None)
     lines = note.splitlines()
     assert lines[0] == "**recsys main** on `bundled`: what was promoted, and why."
@@ -59,8 +59,9 @@ def test_a_candidate_that_was_kept_leaves_the_standing_champions_score_or_none()
            "rating_promote": _decision("recsys-als-ratings", "rmse", "kept", 0.90, 0.8801)}
     out["rating_promote"]["reason"] = "test rmse 0.90000 does not beat the baseline's 0.88010"
     # the ranking champion is still v1 (its score, not the candidate's); the rating role has none
-    assert headline_metrics(out) == {"champion_test_precision_at_k": 0.1046,
-                                     "popularity_test_precision_at_k": 0.0645, "bias_test_rmse": 0.8801}
+    assert headline_metrics(out) == {"ranking/champion_test_precision_at_k": 0.1046,
+                                     "ranking/popularity_test_precision_at_k": 0.0645,
+                                     "rating/bias_test_rmse": 0.8801}
     note = describe_pipeline(out, data="hdfs:///ml-latest.zip")
     assert "**recsys-als v2 not promoted** (`@challenger`; v1 stays `@champion`) (ranking)" in note
     assert ("**recsys-als-ratings v1 not promoted** (`@challenger`; no champion) (rating): test RMSE "
@@ -72,4 +73,4 @@ def test_a_candidate_that_was_kept_leaves_the_standing_champions_score_or_none()
 def test_stages_not_run_yet_add_nothing():
     assert headline_metrics({"split": {}, "baseline": {"val_precision_at_k": 0.06}}) == {}
     only_search = {"ranking_search": _search("precision_at_k", 0.0645)}
-    assert headline_metrics(only_search) == {"popularity_test_precision_at_k": 0.0645}
+    assert headline_metrics(only_search) == {"ranking/popularity_test_precision_at_k": 0.0645}

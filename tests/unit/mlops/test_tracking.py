@@ -87,3 +87,18 @@ def test_the_ui_opens_a_recsys_experiment_in_its_training_view_unless_a_user_cho
         with stage_run("baseline") as run:
             pass
         assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == expected, given
+
+
+def test_main_shares_a_runs_view_whose_link_opens_the_training_view_with_its_metric_columns(client, tmp_path):
+    import json
+
+    from recsys.mlops import share_runs_view
+
+    exp = client.create_experiment(f"share-{tmp_path.name}", artifact_location=str(tmp_path / "a"))
+    columns = ["ranking/champion_test_precision_at_k", "twins/t"]
+    link = share_runs_view(client, exp, "recsys-headline", columns)
+    assert link == (f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning"
+                    "&viewStateShareKey=recsys-headline")  # a local store: `mlflow ui`'s default address
+    state = json.loads(client.get_experiment(exp).tags["mlflow.sharedViewState.recsys-headline"])
+    assert state == {"selectedColumns": ["metrics.`ranking/champion_test_precision_at_k`",
+                                         "metrics.`twins/t`"]}
