@@ -11,7 +11,8 @@ PNGs. ``--store`` points at a folder holding ``mlflow.db`` (and ``mlruns/``) ins
 
 Then it starts ``mlflow ui`` on that store (its own process group, killed at the end: the UI
 starts helper workers), opens each page in Chromium (``apt-get install chromium``) with a fresh
-profile, i.e. as a first visit, and writes ``<out>/<page>.png`` (1600x1200, reduced to 256
+profile, i.e. as a first visit, and writes ``<out>/<page>.png`` (1600x1200, the main run's page
+1600x2000, reduced to 256
 colours to keep them small). Each page's rendered text (``--dump-dom``) is checked for what it
 must show; the script exits 1 when something is missing and says what.
 
@@ -51,6 +52,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "results" / "ui"
 WINDOW = os.environ.get("UI_WINDOW", "1600,1200")
+#: Pages whose point is further down: the main run's description and metrics table.
+TALL = {"main_run": "1600,2000"}
 
 
 def _free_port() -> int:
@@ -118,14 +121,15 @@ class MlflowUi:
             pass
 
 
-def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 40000) -> str:
+def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 40000,
+             window: str = WINDOW) -> str:
     """Render ``url`` in a fresh headless profile; the rendered DOM, and a PNG if asked."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
         raise SystemExit("chromium not found: apt-get install -y chromium")
     with tempfile.TemporaryDirectory(prefix="recsys-chromium-") as profile:
         args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                f"--user-data-dir={profile}", f"--window-size={WINDOW}",
+                f"--user-data-dir={profile}", f"--window-size={window}",
                 f"--virtual-time-budget={budget_ms}"]
         if screenshot is not None:
             done = subprocess.run([*args, f"--screenshot={screenshot}", url], capture_output=True,
@@ -134,6 +138,16 @@ def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 40000
                 raise RuntimeError(f"chromium failed on {url}: {done.stderr[-2000:]}")
         dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=300)
         return dom.stdout
+
+
+def visible_text(dom: str) -> str:
+    """The page's text as a reader sees it: tags dropped, entities decoded, spaces collapsed
+    (a label such as "ranking (2)" is split over several elements in the DOM)."""
+    import html
+    import re
+
+    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+    return text.replace("( ", "(").replace(" )", ")")
 
 
 def shrink(path: Path) -> None:
@@ -191,10 +205,11 @@ def main(argv=None) -> int:
         with MlflowUi(store, workdir / "mlflow-ui.log") as ui:
             for name, path, wanted, unwanted in todo:
                 png = args.out / f"{name}.png"
-                dom = chromium(f"{ui.url}/{path}", screenshot=png)
+                dom = chromium(f"{ui.url}/{path}", screenshot=png, window=TALL.get(name, WINDOW))
+                text = visible_text(dom)
                 shrink(png)
-                lacks = [text for text in wanted if text not in dom]
-                shows = [text for text in unwanted if text in dom]
+                lacks = [want for want in wanted if want not in text]
+                shows = [unwant for unwant in unwanted if unwant in text]
                 status = "ok" if not (lacks or shows) else f"MISSING {lacks} UNWANTED {shows}"
                 print(f"[ui] {name:14s} {png.stat().st_size / 1024:6.0f} KiB  {status}", flush=True)
                 if lacks or shows:
