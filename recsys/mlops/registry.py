@@ -373,14 +373,14 @@ def describe_decision(decision: dict, params: dict | None = None) -> str:
     champion it was compared with), and where the model came from."""
     metric, name = decision["objective"], baseline_name(decision["objective"])
     score, baseline = decision["candidate_score"], decision["baseline_score"]
-    headline = {"promoted": f"**Champion** since {decision['time']}",
-                "kept": f"**Not promoted** ({decision['time']}): stays `@challenger`"}[decision["decision"]]
+    # plain words first: the model page's versions table shows the start of this, unrendered
+    headline = {"promoted": "Champion", "kept": "Not promoted (stays @challenger)"}[decision["decision"]]
     if decision.get("forced"):
-        headline += ", **forced** (the baseline and champion gates were skipped)"
-    lines = [f"{headline}. Test `{metric}` **{_fmt(score)}** against the {name}'s {_fmt(baseline)}"
-             + (f" and champion v{decision['champion_version']}'s {_fmt(decision['champion_score'])}"
-                if decision.get("champion_version") is not None else " (no champion before)") + ".",
-             "", f"- Why: {decision['reason']}."]
+        headline += " (forced: the baseline and champion gates were skipped)"
+    compared = (f" and champion v{decision['champion_version']}'s {_fmt(decision['champion_score'])}"
+                if decision.get("champion_version") is not None else " (no champion before)")
+    lines = [f"{headline}: test {metric} **{_fmt(score)}** against the {name}'s {_fmt(baseline)}{compared}; "
+             f"decided {decision['time']}.", "", f"- Why: {decision['reason']}."]
     if params:
         shown = ", ".join(f"{key}={value}" for key, value in sorted(params.items())
                           if key not in ("k", "relevance_threshold"))
@@ -410,7 +410,7 @@ def _record(client, decision: dict) -> None:
         old = client.get_model_version(name, str(previous))
         client.set_model_version_tag(name, str(previous), VERSION_DECISION_TAG, "replaced")
         client.update_model_version(name, str(previous), description=(
-            f"**Replaced** as champion by v{version} on {decision['time']} (now `@previous`).\n\n"
+            f"Replaced as champion by v{version} on {decision['time']} (now @previous).\n\n"
             + (old.description or "")))
     run_id = decision.get("promote_run_id")
     if not run_id:

@@ -169,7 +169,7 @@ def test_search_picks_its_best_trial_and_promote_makes_it_champion(split_run):
     # the version: the score and baseline it was judged by, in tags and in words
     assert float(champion.tags["test_rmse"]) == search.data.metrics["test_rmse"]
     assert float(champion.tags["baseline_test_rmse"]) == search.data.metrics["baseline_test_rmse"]
-    assert champion.tags["decision"] == "promoted" and champion.description.startswith("**Champion**")
+    assert champion.tags["decision"] == "promoted" and champion.description.startswith("Champion: ")
     assert f"search run `{search.info.run_id}`" in champion.description
     # the decision history, as a table on the promote run
     history = split_run.client.download_artifacts(promote.info.run_id, "promotion_history.csv",

@@ -90,8 +90,8 @@ def test_promotion_rules_rmse(client):
                        "recsys.split_digest": "s1", "recsys.source_run_id": first}
     assert v1.run_id == first_model
     # and in words: the decision, the scores, the baseline, the source runs
-    assert v1.description.startswith("**Champion** since 20")
-    assert "Test `rmse` **0.9000** against the bias baseline's 1.0000 (no champion before)." in v1.description
+    assert v1.description.startswith("Champion: test rmse **0.9000** against the bias baseline's 1.0000 "
+                                     "(no champion before); decided 20")
     assert "Why: no champion yet; test rmse 0.90000 beats the baseline's 1.00000." in v1.description
     assert f"best trial run `{first_model}` of search run `{first}`" in v1.description
     assert f"promote run `{out['promote_run_id']}`" in v1.description
@@ -104,16 +104,16 @@ def test_promotion_rules_rmse(client):
     assert (out["decision"], out["version"], out["previous_version"]) == ("promoted", 2, 1)
     assert _aliases(client) == {"champion": 2, "challenger": 2, "previous": 1}
     v1, v2 = (c.get_model_version("recsys-als-ratings", v) for v in "12")
-    assert "against the bias baseline's 1.0000 and champion v1's 0.9000." in v2.description
-    assert v1.tags["decision"] == "replaced" and v1.description.startswith("**Replaced** as champion by v2")
-    assert "**Champion** since" in v1.description  # what it was, kept below
+    assert "against the bias baseline's 1.0000 and champion v1's 0.9000; decided" in v2.description
+    assert v1.tags["decision"] == "replaced" and v1.description.startswith("Replaced as champion by v2 on 20")
+    assert "\n\nChampion: test rmse" in v1.description  # what it was, kept below
 
     worse, _ = _search_run(exp, value=0.88)
     out = _promote(client, worse)
     assert (out["decision"], out["version"]) == ("kept", 3)
     assert "does not beat" in out["reason"]
     v3 = c.get_model_version("recsys-als-ratings", "3")
-    assert v3.tags["decision"] == "kept" and v3.description.startswith("**Not promoted**")
+    assert v3.tags["decision"] == "kept" and v3.description.startswith("Not promoted (stays @challenger): ")
     assert "test rmse 0.88000 does not beat champion v2's 0.85000" in v3.description
     assert _aliases(client) == {"champion": 2, "challenger": 3, "previous": 1}
 
@@ -218,7 +218,7 @@ def test_baseline_gate_and_history(client):
     assert registry.promotion_history(c, rname)["decision"].tolist() == ["kept", "promoted"]
     v1 = c.get_model_version(name, "1")  # the version keeps its latest decision, in words too
     assert v1.tags["decision"] == "promoted" and float(v1.tags["baseline_test_precision_at_k"]) == 0.064
-    assert v1.description.startswith("**Champion** since") and "**forced**" in v1.description
+    assert v1.description.startswith("Champion (forced: the baseline and champion gates were skipped): ")
     assert "Why: forced." in v1.description
     assert c.get_model_version(name, "3").tags["decision"] == "replaced"
     # the promote runs carry the rows (what promotion_history.csv is made of)
