@@ -58,7 +58,8 @@ def test_main_registers_both_roles_and_writes_lists_for_every_user(tmp_path, own
     # made them, its description, its figure; the experiment opens in MLflow's training view
     experiment = client.get_experiment_by_name("recsys")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    [main] = [r for r in found if r.data.tags.get("recsys.stage") == "main"]
+    runs = client.search_runs([experiment.experiment_id])  # (`found` is a model version by now)
+    [main] = [r for r in runs if r.data.tags.get("recsys.stage") == "main"]
     metrics, note = main.data.metrics, main.data.tags["mlflow.note.content"]
     for role, metric, base in (("ranking", "precision_at_k", "popularity"), ("rating", "rmse", "bias")):
         search_run = client.get_run(out[f"{role}_search"]["run_id"])
@@ -74,7 +75,7 @@ def test_main_registers_both_roles_and_writes_lists_for_every_user(tmp_path, own
             assert f"{role}/champion_test_{metric}" not in metrics  # a fresh store: no champion to report
             assert f"**{decision['model_name']} v{decision['version']} not promoted**" in note
         assert f"Why: {decision['reason']}." in note
-    [twins_run] = [r for r in found if r.data.tags.get("recsys.stage") == "twins"]
+    [twins_run] = [r for r in runs if r.data.tags.get("recsys.stage") == "twins"]
     for key in ("twins_pearson_mean", "random_pearson_mean"):
         assert metrics[f"twins/{key}"] == twins_run.data.metrics[key]
     stages = ("split", "baseline", "ranking_search", "ranking_promote", "rating_search", "rating_promote",
