@@ -154,8 +154,9 @@ def describe_pipeline(out: dict, data=None) -> str:
     twins_result = out.get("twins") or {}
     if "twins/twins_pearson_mean" in metrics and "twins/random_pearson_mean" in metrics:
         p_value = twins_result.get("pearson_p_value")
+        # the numbers and the p-value, no verdict: on ml-latest-small the difference is not significant
         lines.append(f"- **Twins**: the top {int(twins_result.get('twins_pearson_count', 0))} pairs by "
-                     f"Jaccard rate alike, mean Pearson **{metrics['twins/twins_pearson_mean']:.3f}** "
+                     f"Jaccard have mean Pearson **{metrics['twins/twins_pearson_mean']:.3f}** "
                      f"against {metrics['twins/random_pearson_mean']:.3f} for random pairs"
                      + (f" (p = {p_value:.2g})." if p_value is not None else "."))
     recommended = out.get("recommend")

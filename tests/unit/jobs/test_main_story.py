@@ -46,7 +46,7 @@ def test_a_fresh_main_shows_each_champion_beside_its_baseline():
     assert ("- **recsys-als-ratings v1 is `@champion`** (rating): test RMSE **0.8712** against the bias "
             "baseline's 0.8801. Why: no champion yet; test rmse 0.87120 beats the baseline's "
             "0.88010.") in lines
-    assert ("- **Twins**: the top 100 pairs by Jaccard rate alike, mean Pearson **0.410** against 0.120 for "
+    assert ("- **Twins**: the top 100 pairs by Jaccard have mean Pearson **0.410** against 0.120 for "
             "random pairs (p = 1.5e-09).") in lines
     assert "- **Lists**: 6,100 rows for 610 users from `models:/recsys-als@champion`." in lines
 
