@@ -42,6 +42,12 @@ SPLIT_ONLY_METRICS = (N_USERS, N_USERS_NO_RELEVANT)
 DEFAULT_EXPERIMENT = "recsys"
 #: MLflow's run-name tag: the name the UI lists.
 RUN_NAME_TAG = "mlflow.runName"
+#: MLflow's run description tag: the markdown the run page shows at its top.
+NOTE_TAG = "mlflow.note.content"
+#: The experiment tag MLflow 3's UI reads to choose its view, and the value that opens the
+#: model-training view (runs table, charts) instead of the GenAI one ("Send your first trace").
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"
 
 # Output columns of the top-K lists (recsys.evaluation.recommend, recsys.evaluation.topk,
 # recsys.recommend.batch) and of the models' ``score_all`` / ``ranking``.
@@ -67,14 +73,20 @@ TAG_MODEL_REFIT = "recsys.model_refit"
 #: Run tag of a search's best trial: the URI of its served top-K pyfunc (``models:/m-...``).
 TAG_RECOMMENDER_URI = "recsys.recommender_uri"
 TAG_RECOMMENDATIONS_REUSED = "recsys.recommendations_reused"
-#: Run tag of a promote run and model-version tag: the latest decision (and, on versions, why).
+# A promote run's decision, one row of the model's promotion history (recsys.mlops.registry
+# writes them under its lock and reads them back for ``promotion_history.csv``).
 TAG_DECISION = "recsys.decision"
 TAG_DECISION_REASON = "recsys.decision_reason"
-# Model-version tags written by recsys.mlops.registry.
+TAG_DECISION_TIME = "recsys.decision_time"
+#: The registered model a promote run decided about (the history is found by it).
+TAG_PROMOTED_MODEL = "recsys.registered_model"
+TAG_MODEL_RUN = "recsys.model_run_id"
+TAG_FORCED = "recsys.forced"
+#: Promote-run and model-version tag: the search run the candidate came from.
 TAG_SOURCE_RUN = "recsys.source_run_id"
-TAG_MODEL_URI = "recsys.model_uri"
-#: Registered-model tags holding the promotion history: one per decision, a JSON row.
-HISTORY_TAG_PREFIX = "recsys.decision."
+#: Model-version tag: the version's latest decision (promoted, kept, replaced, already_champion),
+#: short for the model page; the words are in the version's description.
+VERSION_DECISION_TAG = "decision"
 
 # MLflow artifact names.
 #: The Spark ALS model every ``als`` run and search trial logs (``runs:/<id>/model``).

@@ -11,7 +11,7 @@ from recsys.jobs.als import als
 from recsys.jobs.als_search import als_search
 from recsys.jobs.baseline import baseline
 from recsys.jobs.common import cached_split, data_source, ensure_split
-from recsys.jobs.main import pipeline
+from recsys.jobs.main import describe_pipeline, headline_metrics, pipeline
 from recsys.jobs.promote import promote
 from recsys.jobs.recommend import recommend
 from recsys.jobs.split import split
@@ -19,5 +19,6 @@ from recsys.jobs.synthesize import synthesize
 from recsys.jobs.twins import twins
 from recsys.search.run import fit_and_judge
 
-__all__ = ["als", "als_search", "baseline", "cached_split", "data_source", "ensure_split",
-           "fit_and_judge", "pipeline", "promote", "recommend", "split", "synthesize", "twins"]
+__all__ = ["als", "als_search", "baseline", "cached_split", "data_source", "describe_pipeline",
+           "ensure_split", "fit_and_judge", "headline_metrics", "pipeline", "promote", "recommend", "split",
+           "synthesize", "twins"]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 
-from recsys.core.constants import (
-    TAG_DECISION,
-)
 from recsys.core.params import check_bool
 from recsys.entry_points import declared
 from recsys.mlops.tracking import (
@@ -27,11 +24,13 @@ def promote(run_id, model_name, force):
     with a model and ``test_*`` metrics. ``model_name``: default by the search's objective,
     ``recsys-als`` for a ranking metric, ``recsys-als-ratings`` for RMSE. Logs params ``run_id``
     (as given), ``source_run_id`` (resolved), ``model_run_id``, ``model_name`` (as given),
-    ``registered_model_name`` (resolved), ``force``; metrics ``candidate_test_<objective>``,
-    ``champion_test_<objective>`` (the champion before this run), ``baseline_test_<objective>``,
-    ``model_version``; tag ``recsys.decision``
-    (promoted/kept/already_champion); artifacts ``promotion.json`` (this decision) and
-    ``promotion_history.csv`` (every decision on the model so far). Returns the decision dict.
+    ``registered_model_name`` (resolved), ``force``; the decision as
+    :func:`recsys.mlops.registry.promote` records it: metrics ``candidate_test_<objective>``,
+    ``champion_test_<objective>`` and ``champion_version`` (the champion before this run),
+    ``baseline_test_<objective>``, ``model_version``, tags ``recsys.decision``
+    (promoted/kept/already_champion), ``recsys.decision_reason`` and the rest of the history row;
+    artifacts ``promotion.json`` (this decision) and ``promotion_history.csv`` (every recorded
+    decision on the model so far, from all its promote runs). Returns the decision dict.
     """
     import mlflow
 
@@ -49,13 +48,8 @@ def promote(run_id, model_name, force):
         log_new_params({"run_id": run_id or "", "source_run_id": candidate.source_run_id,
                         "model_run_id": candidate.model_run_id, "model_name": given,
                         "registered_model_name": model_name, "force": force})
+        # the decision lands on this run as tags and metrics, written under the promotion lock
         result = registry.promote(client, candidate, model_name, force=force, promote_run_id=run.info.run_id)
-        metric = result["objective"]
-        metrics = {f"candidate_test_{metric}": result["candidate_score"], "model_version": result["version"],
-                   f"champion_test_{metric}": result["champion_score"],
-                   f"baseline_test_{metric}": result["baseline_score"]}
-        mlflow.log_metrics({key: value for key, value in metrics.items() if value is not None})
-        mlflow.set_tag(TAG_DECISION, result["decision"])
         log_json(result, "promotion.json")
         history = registry.promotion_history(client, model_name)
         with temp_artifact_dir() as tmp:

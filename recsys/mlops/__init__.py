@@ -14,11 +14,13 @@ from recsys.mlops.tracking import (
     log_new_params,
     log_recommender_model,
     log_spark_input,
+    mark_training_experiment,
     name_run,
     redact_secrets,
     restore_trial_run,
     save_als_model,
     say,
+    share_runs_view,
     spark_session,
     stage_run,
     temp_artifact_dir,
@@ -27,5 +29,6 @@ from recsys.mlops.tracking import (
 
 __all__ = ["adopt_trials", "find_trial_run", "finite_metrics", "kill_stale_runs", "loaded_spark_model",
            "log_als_model", "log_json", "log_new_params", "log_recommender_model", "log_spark_input",
-           "name_run", "plots", "redact_secrets", "registry", "restore_trial_run", "save_als_model", "say",
-           "spark_session", "stage_run", "temp_artifact_dir", "trial_metrics"]
+           "mark_training_experiment", "name_run", "plots", "redact_secrets", "registry",
+           "restore_trial_run", "save_als_model", "say", "share_runs_view", "spark_session",
+           "stage_run", "temp_artifact_dir", "trial_metrics"]

@@ -86,6 +86,36 @@ def metrics_bar(metrics: dict, path: str, title: str = "") -> str:
     return path
 
 
+# ---------------------------------------------------------------- main
+
+
+def champions_vs_baselines(panels: list, path: str, title: str = "") -> str:
+    """One small bar chart per panel, side by side, each value printed on its bar.
+
+    ``panels``: dicts with ``title``, ``better`` (``"higher"`` or ``"lower"``, shown under the
+    title) and ``bars`` (label -> value; the first label is the one judged, drawn in blue, the
+    others in grey; a ``None`` value is drawn as "none")."""
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.4 * max(len(panels), 1), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=False):
+        labels = list(panel["bars"])
+        values = [panel["bars"][label] for label in labels]
+        heights = [0.0 if v is None else float(v) for v in values]
+        colors = ["tab:blue"] + ["tab:grey"] * (len(labels) - 1)
+        bars = ax.bar(labels, heights, color=colors)
+        top = max([abs(h) for h in heights] + [1e-9])
+        for bar, value in zip(bars, values, strict=True):
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(),
+                    "none" if value is None else f"{float(value):.4f}", ha="center", va="bottom")
+        ax.set_ylim(min(0.0, min(heights) * 1.2), top * 1.2)
+        ax.set_title(f"{panel['title']}\n({panel.get('better', 'higher')} is better)", fontsize=10)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(title or "champions against their baselines (test split); twins against random pairs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 # ---------------------------------------------------------------- twins
 
 

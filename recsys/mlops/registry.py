@@ -14,8 +14,9 @@ and ``test_<objective>`` metrics). Its search logged the baseline on the same sp
 1. registers the candidate's model (the served top-K pyfunc its search logged, found by the
    run tag ``recsys.recommender_uri``, else ``runs:/<candidate>/model``) under ``model_name`` unless a version
    from that run already exists (so promoting the same run twice registers nothing new), and tags
-   the version with the candidate's test and validation metrics, objective, feedback mode, split
-   digest and baseline score;
+   the version with what the promotion rules read and a reader wants at a glance:
+   ``test_<objective>``, ``baseline_test_<objective>``, ``recsys.objective``, ``recsys.feedback``,
+   ``recsys.split_digest``, ``recsys.source_run_id`` (the run's params and metrics stay on its run);
 2. points ``@challenger`` at it;
 3. moves ``@champion`` to it only when its test metric beats the baseline's on the same split
    **and** either there is no champion yet or it beats the champion's test metric, by the
@@ -23,10 +24,14 @@ and ``test_<objective>`` metrics). Its search logged the baseline on the same sp
    champion it replaces keeps ``@previous``. A champion judged on another split (different
    content digest) or lacking the metric is not comparable: the candidate stays challenger
    unless forced;
-4. appends the decision to the model's history (:func:`promotion_history`): one registered-model
-   tag ``recsys.decision.<time>`` per decision, a JSON row with the candidate, champion and
-   baseline scores, the decision, the reason, the time and the source run. The version also
-   keeps its latest decision in the tags ``recsys.decision`` and ``recsys.decision_reason``.
+4. records the decision: the version's tag ``decision`` (``promoted``, ``kept``,
+   ``already_champion``; a champion it replaces becomes ``replaced``) and its description, a few
+   lines in words (the decision and why, the scores against the baseline and the champion, the
+   source runs); and, when the decision is made by a run (``promote_run_id``, the ``promote``
+   entry point's run), the row of :data:`HISTORY_COLUMNS` as that run's tags and metrics.
+   :func:`promotion_history` reads those rows back from every promote run of the model: the
+   ``promote`` job logs the table as ``promotion_history.csv``. Nothing is kept in
+   registered-model tags, which the model page shows unformatted.
 
 Concurrent promotions of one model are serialised by a lock (see :func:`promotion_lock`):
 without it, two promotions that both read the same ``@champion`` could each move it, the last
@@ -48,21 +53,25 @@ from dataclasses import dataclass, field
 
 from recsys.core.constants import (
     ALS_MODEL_ARTIFACT,
-    HISTORY_TAG_PREFIX,
     RECOMMENDER_ARTIFACT,
     RECOMMENDER_META,
     RECOMMENDER_SPARK_MODEL,
+    RMSE,
     SPLIT_ONLY_METRICS,
     TAG_BEST_RUN,
     TAG_DECISION,
     TAG_DECISION_REASON,
+    TAG_DECISION_TIME,
     TAG_FEEDBACK,
-    TAG_MODEL_URI,
+    TAG_FORCED,
+    TAG_MODEL_RUN,
     TAG_OBJECTIVE,
+    TAG_PROMOTED_MODEL,
     TAG_RECOMMENDER_URI,
     TAG_SOURCE_RUN,
     TAG_SPLIT,
     TAG_STAGE,
+    VERSION_DECISION_TAG,
 )
 from recsys.core.errors import RecsysError
 from recsys.core.metrics import OBJECTIVES, Objective
@@ -198,17 +207,35 @@ def register(client, candidate: Candidate, model_name: str):
     if existing:
         return min(existing, key=lambda v: int(v.version)), False
     version = mlflow.register_model(candidate.model_uri, model_name)
-    tags = {f"test_{k}": repr(float(v)) for k, v in candidate.test_metrics.items()}
-    tags.update({f"val_{k}": repr(float(v)) for k, v in candidate.val_metrics.items()})
-    tags.update({f"param_{k}": v for k, v in candidate.params.items()})
-    tags.update({TAG_OBJECTIVE: candidate.objective.metric, TAG_FEEDBACK: candidate.feedback,
-                 TAG_SPLIT: candidate.split_digest, TAG_SOURCE_RUN: candidate.source_run_id,
-                 TAG_MODEL_URI: candidate.model_uri})
+    _describe_model(client, model_name, candidate.objective.metric)
+    metric = candidate.objective.metric
+    tags = {f"test_{metric}": repr(float(candidate.score)), TAG_OBJECTIVE: metric,
+            TAG_FEEDBACK: candidate.feedback, TAG_SPLIT: candidate.split_digest,
+            TAG_SOURCE_RUN: candidate.source_run_id}
     if candidate.baseline_score is not None:
-        tags[f"baseline_test_{candidate.objective.metric}"] = repr(float(candidate.baseline_score))
+        tags[f"baseline_test_{metric}"] = repr(float(candidate.baseline_score))
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version.version, key, str(value))
     return client.get_model_version(model_name, version.version), True
+
+
+def baseline_name(objective: str) -> str:
+    """What a candidate judged by ``objective`` must beat: the bias baseline for RMSE, popularity
+    (by rating count) for a ranking metric."""
+    return "bias baseline" if objective == RMSE else "popularity baseline"
+
+
+def _describe_model(client, model_name: str, objective: str) -> None:
+    """Give a registered model without a description one (the model page's first lines)."""
+    if client.get_registered_model(model_name).description:
+        return
+    role = ("Rating predictor: explicit ALS" if objective == RMSE
+            else "Top-K movie recommender: ALS")
+    client.update_registered_model(model_name, description=(
+        f"{role}, judged by test `{objective}` against the {baseline_name(objective)} on the same "
+        f"split. `@champion` is the version in use (`mlflow models serve -m models:/{model_name}@champion`); "
+        "each version's description says why it was promoted or kept, and every `promote` run "
+        "logs the model's whole decision history as `promotion_history.csv`."))
 
 
 @contextlib.contextmanager
@@ -321,7 +348,8 @@ def promote(client, candidate: Candidate, model_name: str | None = None, force: 
     promotions act one after the other.
 
     ``model_name``: default :func:`default_model_name` of the candidate's objective.
-    ``promote_run_id``: the run that made the decision, kept in the history row.
+    ``promote_run_id``: the run that made the decision; the history row is written on it (none
+    without it).
     Returns a dict with the keys of :data:`HISTORY_COLUMNS` plus ``registered``.
     """
     model_name = check_model_name(model_name or default_model_name(candidate.objective.metric))
@@ -373,7 +401,7 @@ def _promote_locked(client, candidate: Candidate, model_name: str, force: bool) 
             f"by {judged_by}; models judged by different metrics are never compared. Promote it under "
             f"{where}")
     version, created = register(client, candidate, model_name)
-    out = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model_name": model_name,
+    out = {"time": _now(), "model_name": model_name,
            "version": int(version.version), "registered": created, "objective": metric,
            "direction": candidate.objective.direction, "candidate_score": candidate.score,
            "champion_version": None, "champion_score": None, "baseline_score": candidate.baseline_score,
@@ -397,25 +425,120 @@ def _promote_locked(client, candidate: Candidate, model_name: str, force: bool) 
     return {**out, "decision": "promoted", "reason": reason}
 
 
+def _now() -> str:
+    """UTC time to the millisecond, ISO 8601: history rows sort by it."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def _fmt(value) -> str:
+    return "none" if value is None else f"{float(value):.4f}"
+
+
+def describe_decision(decision: dict, params: dict | None = None) -> str:
+    """A version's description after ``decision`` (a :func:`promote` result): a few markdown
+    lines saying what was decided and why, the test scores against the baseline (and the
+    champion it was compared with), and where the model came from."""
+    metric, name = decision["objective"], baseline_name(decision["objective"])
+    score, baseline = decision["candidate_score"], decision["baseline_score"]
+    # plain words first: the model page's versions table shows the start of this, unrendered
+    headline = {"promoted": "Champion", "kept": "Not promoted (stays @challenger)"}[decision["decision"]]
+    if decision.get("forced"):
+        headline += " (forced: the baseline and champion gates were skipped)"
+    compared = (f" and champion v{decision['champion_version']}'s {_fmt(decision['champion_score'])}"
+                if decision.get("champion_version") is not None else " (no champion before)")
+    lines = [f"{headline}: test {metric} **{_fmt(score)}** against the {name}'s {_fmt(baseline)}{compared}; "
+             f"decided {decision['time']}.", "", f"- Why: {decision['reason']}."]
+    if params:
+        shown = ", ".join(f"{key}={value}" for key, value in sorted(params.items())
+                          if key not in ("k", "relevance_threshold"))
+        lines.append(f"- Model: ALS {shown}.")
+    source = (f"- Source: best trial run `{decision['model_run_id']}` of search run "
+              f"`{decision['source_run_id']}`")
+    if decision.get("promote_run_id"):
+        source += f"; decided by promote run `{decision['promote_run_id']}`"
+    lines.append(source + ".")
+    return "\n".join(lines)
+
+
 def _record(client, decision: dict) -> None:
-    """Append ``decision`` to the model's history and tag its version with it."""
-    row = {col: decision.get(col) for col in HISTORY_COLUMNS}
+    """Write ``decision`` down: the version's ``decision`` tag and description (a champion it
+    replaced is marked ``replaced``), and the history row on the promote run, if any."""
+    from mlflow.entities import Metric, RunTag
+
     name, version = decision["model_name"], str(decision["version"])
-    # milliseconds plus the version: two decisions never share a key, and keys sort by time
-    key = f"{HISTORY_TAG_PREFIX}{int(time.time() * 1000):015d}.v{version}"
-    client.set_registered_model_tag(name, key, json.dumps(row, sort_keys=True))
-    client.set_model_version_tag(name, version, TAG_DECISION, decision["decision"])
-    client.set_model_version_tag(name, version, TAG_DECISION_REASON, decision["reason"][:4000])
+    client.set_model_version_tag(name, version, VERSION_DECISION_TAG, decision["decision"])
+    if decision["decision"] != "already_champion":  # its description already says why
+        params = {}
+        with contextlib.suppress(Exception):  # words only: never fail a promotion for them
+            params = client.get_run(decision["model_run_id"]).data.params
+        client.update_model_version(name, version, description=describe_decision(decision, params))
+    previous = decision.get("previous_version")
+    if previous is not None:
+        old = client.get_model_version(name, str(previous))
+        client.set_model_version_tag(name, str(previous), VERSION_DECISION_TAG, "replaced")
+        client.update_model_version(name, str(previous), description=(
+            f"Replaced as champion by v{version} on {decision['time']} (now @previous).\n\n"
+            + (old.description or "")))
+    run_id = decision.get("promote_run_id")
+    if not run_id:
+        return
+    metric, now = decision["objective"], int(time.time() * 1000)
+    tags = {TAG_DECISION: decision["decision"], TAG_DECISION_REASON: decision["reason"][:4000],
+            TAG_DECISION_TIME: decision["time"], TAG_PROMOTED_MODEL: name, TAG_OBJECTIVE: metric,
+            TAG_SOURCE_RUN: decision["source_run_id"], TAG_MODEL_RUN: decision["model_run_id"],
+            TAG_FORCED: str(bool(decision["forced"])).lower()}
+    metrics = {"model_version": decision["version"], "champion_version": decision["champion_version"],
+               f"candidate_test_{metric}": decision["candidate_score"],
+               f"champion_test_{metric}": decision["champion_score"],
+               f"baseline_test_{metric}": decision["baseline_score"]}
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
+                     metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None])
+
+
+def _all_experiment_ids(client) -> list[str]:
+    ids, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
 
 
 def promotion_history(client, model_name: str):
-    """Every promotion decision of ``model_name``, oldest first, as a pandas DataFrame with the
-    columns :data:`HISTORY_COLUMNS` (empty when the model has none)."""
+    """Every recorded promotion decision of ``model_name``, oldest first, as a pandas DataFrame
+    with the columns :data:`HISTORY_COLUMNS` (empty when there is none): one row per promote run
+    of the model in any active experiment of this store (see :func:`promote`)."""
     import pandas as pd
 
     name = check_model_name(model_name)
-    tags = client.get_registered_model(name).tags
-    rows = [json.loads(value) for key, value in sorted(tags.items()) if key.startswith(HISTORY_TAG_PREFIX)]
+    ids, runs = _all_experiment_ids(client), []
+    for start in range(0, len(ids), 100):  # a bounded list per request
+        token = None
+        while True:
+            page = client.search_runs(ids[start:start + 100], f"tags.`{TAG_PROMOTED_MODEL}` = '{name}'",
+                                      max_results=1000, page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                break
+    rows = []
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        metric = tags.get(TAG_OBJECTIVE, "")
+        champion = metrics.get("champion_version")
+        rows.append({"time": tags.get(TAG_DECISION_TIME, ""), "model_name": name,
+                     "version": int(metrics.get("model_version", 0)), "decision": tags.get(TAG_DECISION),
+                     "reason": tags.get(TAG_DECISION_REASON), "objective": metric,
+                     "direction": OBJECTIVES.get(metric),
+                     "candidate_score": metrics.get(f"candidate_test_{metric}"),
+                     "champion_version": int(champion) if champion is not None else None,
+                     "champion_score": metrics.get(f"champion_test_{metric}"),
+                     "baseline_score": metrics.get(f"baseline_test_{metric}"),
+                     "forced": tags.get(TAG_FORCED) == "true", "source_run_id": tags.get(TAG_SOURCE_RUN),
+                     "model_run_id": tags.get(TAG_MODEL_RUN), "promote_run_id": run.info.run_id})
+    rows.sort(key=lambda row: row["time"])
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
 
 

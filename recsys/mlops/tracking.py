@@ -4,7 +4,8 @@
   active one, and records any error (tag ``recsys.error``, artifact ``error.txt``) redacted by
   :func:`redact_secrets`; :func:`check_tracking_server` fails fast when the server is down.
   Runs go to the experiment ``recsys`` unless the user chose another
-  (:func:`default_experiment_id`) and are named by what they are (:func:`name_run`).
+  (:func:`default_experiment_id`), which the UI opens in its model-training view
+  (:func:`mark_training_experiment`), and are named by what they are (:func:`name_run`).
 - :func:`log_new_params`, :func:`finite_metrics`, :func:`log_json`, :func:`temp_artifact_dir`:
   what a job logs and how.
 - :func:`log_als_model` and :func:`log_recommender_model`: the two logged model forms.
@@ -34,6 +35,7 @@ from recsys.core.constants import (
     ALS_MODEL_ARTIFACT,
     DEFAULT_EXPERIMENT,
     ERROR_ARTIFACT,
+    EXPERIMENT_KIND_TAG,
     FACTORS_ARTIFACT,
     RECOMMENDER_ARTIFACT,
     RUN_NAME_TAG,
@@ -45,6 +47,7 @@ from recsys.core.constants import (
     TAG_SEARCH_KEY,
     TAG_STAGE,
     TAG_VERSION,
+    TRAINING_EXPERIMENT_KIND,
     USER_COL,
 )
 from recsys.core.metrics import finite_metrics
@@ -144,6 +147,45 @@ def default_experiment_id() -> str | None:
     return client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id
 
 
+#: Values of ``mlflow.experimentKind`` nobody chose: the UI's guesses and the empty value. Any
+#: other value was picked by a user (the UI's kind selector) and is left alone.
+_UNCHOSEN_KINDS = ("", "no_inferred_type", "genai_development_inferred", "custom_model_development_inferred")
+
+
+def mark_training_experiment(client, experiment_id: str) -> None:
+    """Tag the experiment ``mlflow.experimentKind`` = ``custom_model_development`` unless a user
+    chose a kind: MLflow 3's UI then opens it on its runs table and charts, not on its GenAI
+    page ("Send your first trace"). Every top-level run calls it, so an experiment made by
+    ``mlflow run --experiment-name`` or by the user gets the tag too."""
+    tags = client.get_experiment(experiment_id).tags
+    if tags.get(EXPERIMENT_KIND_TAG, "") in _UNCHOSEN_KINDS:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND)
+
+
+#: MLflow UI's "share view" tags: ``<prefix><key>`` on the experiment holds a runs-page view state
+#: (JSON) that the link ``...?viewStateShareKey=<key>`` opens.
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+#: ``mlflow ui``'s default address, for links printed when the tracking store is not a server.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def share_runs_view(client, experiment_id: str, key: str, metric_columns) -> str:
+    """Share a runs-table view of the experiment whose columns are ``metric_columns`` (what the
+    UI's "share" writes: the experiment tag ``mlflow.sharedViewState.<key>``) and return the link
+    that opens it in the model-training view. MLflow 3.18's runs table shows no metric column
+    until one is chosen, and its GenAI/training switch follows the link's ``workflowType`` (else
+    the browser's last choice, GenAI at first), not the experiment's kind tag. The link's host is
+    the tracking server's, else ``mlflow ui``'s default."""
+    import mlflow
+
+    columns = [f"metrics.`{name}`" for name in metric_columns]
+    client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_TAG_PREFIX}{key}",
+                              json.dumps({"selectedColumns": columns}))
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={key}"
+
+
 def _replaceable_name(name: str | None, stage: str) -> bool:
     """True for a name recsys may replace: none, the bare stage name, or one MLflow generated;
     False for one the user gave (``mlflow run --run-name``)."""
@@ -193,9 +235,11 @@ def stage_run(stage: str, params: dict | None = None, run_name=None, tags: dict 
     else:  # a nested run lives in its parent's experiment, whatever the environment says
         experiment_id = active.info.experiment_id if nested else default_experiment_id()
     with mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested, tags=all_tags) as run:
-        if params:
-            mlflow.log_params(params)
         try:
+            if not nested:
+                mark_training_experiment(mlflow.MlflowClient(), run.info.experiment_id)
+            if params:
+                mlflow.log_params(params)
             yield run
         except BaseException as err:
             message = redact_secrets(f"{type(err).__name__}: {err}")

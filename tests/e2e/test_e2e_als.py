@@ -99,8 +99,8 @@ def test_search_resume_promote_and_serve(tmp_path, store, monkeypatch, spark):
     try:
         version = client.get_model_version_by_alias("recsys-als-ratings", "challenger")
         assert version.run_id == second.data.tags["recsys.best_run_id"]
-        assert version.tags["recsys.model_uri"] == client.get_run(version.run_id).data.tags[
-            "recsys.recommender_uri"]
+        # what was registered: the served recommender the search logged on its best trial
+        assert version.source == client.get_run(version.run_id).data.tags["recsys.recommender_uri"]
         assert float(version.tags["test_rmse"]) == pytest.approx(second.data.metrics["test_rmse"])
         assert not client.search_model_versions("name='recsys-als'")  # the ranking name stays empty
         model = mlflow.pyfunc.load_model("models:/recsys-als-ratings@challenger")

@@ -143,7 +143,9 @@ def test_search_picks_its_best_trial_and_promote_makes_it_champion(split_run):
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {search.info.run_id} and len(trials) == 2
     best = min(trials, key=lambda t: t.data.metrics["val_rmse"])
     assert search.data.tags["recsys.best_run_id"] == best.info.run_id
+    # the parent shows its best trial's objective, validation and test, as its own metrics
     assert search.data.metrics["val_rmse"] == best.data.metrics["val_rmse"]
+    assert search.data.metrics["test_rmse"] == best.data.metrics["test_rmse"]
     assert search.info.run_name == "als_search explicit rmse 2 trials"
     # counts every trial shares are on the parent only: the compare page lists quality metrics
     assert search.data.metrics["val_n_users_evaluated"] > 0 < search.data.metrics["test_n_users_evaluated"]
@@ -164,9 +166,19 @@ def test_search_picks_its_best_trial_and_promote_makes_it_champion(split_run):
     champion = split_run.client.get_model_version_by_alias("recsys-als-ratings", "champion")
     assert champion.run_id == best.info.run_id
     assert int(champion.version) == promote.data.metrics["model_version"] == 1
-    # the registered version still carries the shared counts, taken from the search run
-    assert float(champion.tags["val_n_users_evaluated"]) == search.data.metrics["val_n_users_evaluated"]
-    assert float(champion.tags["test_n_users_evaluated"]) == search.data.metrics["test_n_users_evaluated"]
+    # the version: the score and baseline it was judged by, in tags and in words
+    assert float(champion.tags["test_rmse"]) == search.data.metrics["test_rmse"]
+    assert float(champion.tags["baseline_test_rmse"]) == search.data.metrics["baseline_test_rmse"]
+    assert champion.tags["decision"] == "promoted" and champion.description.startswith("Champion: ")
+    assert f"search run `{search.info.run_id}`" in champion.description
+    # the decision history, as a table on the promote run
+    history = split_run.client.download_artifacts(promote.info.run_id, "promotion_history.csv",
+                                                  str(split_run.store.tmp / "dl-promote"))
+    with open(history, newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert (row["decision"], row["version"], row["promote_run_id"]) == ("promoted", "1", promote.info.run_id)
+    assert float(row["candidate_score"]) == search.data.metrics["test_rmse"] \
+        == promote.data.metrics["candidate_test_rmse"]
 
 
 def test_twins_job_reports_exact_jaccard_and_full_recall(split_run):

@@ -61,9 +61,14 @@ def _search_run(exp, objective="rmse", value=0.9, split="s1", stage="als_search"
 
 
 def _promote(client, run_id, force=False, name="recsys-als-ratings"):
+    """Promote ``run_id``'s best model as the promote entry point does, from a run of its own;
+    the result with that run's id."""
     c, exp = client
-    return registry.promote(c, registry.find_candidate(c, exp, run_id), name, force=force,
-                            promote_run_id="p-" + run_id[:6])
+    promote_run = c.create_run(exp, tags={"recsys.stage": "promote"}).info.run_id
+    out = registry.promote(c, registry.find_candidate(c, exp, run_id), name, force=force,
+                           promote_run_id=promote_run)
+    c.set_terminated(promote_run)
+    return {**out, "promote_run_id": promote_run}
 
 
 def _aliases(client, name="recsys-als-ratings"):
@@ -78,20 +83,38 @@ def test_promotion_rules_rmse(client):
     out = _promote(client, first)
     assert (out["decision"], out["version"], out["registered"]) == ("promoted", 1, True)
     assert _aliases(client) == {"champion": 1, "challenger": 1}
-    tags = c.get_model_version("recsys-als-ratings", "1").tags
-    assert float(tags["test_rmse"]) == 0.90 and tags["recsys.objective"] == "rmse"
-    assert tags["recsys.source_run_id"] == first
-    assert c.get_model_version("recsys-als-ratings", "1").run_id == first_model
+    v1 = c.get_model_version("recsys-als-ratings", "1")
+    # a few short tags: what the rules compare, what a reader scans; no params, no metric dump
+    assert v1.tags == {"decision": "promoted", "test_rmse": "0.9", "baseline_test_rmse": "1.0",
+                       "recsys.objective": "rmse", "recsys.feedback": "explicit",
+                       "recsys.split_digest": "s1", "recsys.source_run_id": first}
+    assert v1.run_id == first_model
+    # and in words: the decision, the scores, the baseline, the source runs
+    assert v1.description.startswith("Champion: test rmse **0.9000** against the bias baseline's 1.0000 "
+                                     "(no champion before); decided 20")
+    assert "Why: no champion yet; test rmse 0.90000 beats the baseline's 1.00000." in v1.description
+    assert f"best trial run `{first_model}` of search run `{first}`" in v1.description
+    assert f"promote run `{out['promote_run_id']}`" in v1.description
+    assert "Model: ALS rank=4, reg_param=0.1." in v1.description
+    model = c.get_registered_model("recsys-als-ratings")
+    assert model.tags == {} and "Rating predictor" in model.description  # no JSON blobs on the model page
 
     better, _ = _search_run(exp, value=0.85)  # lower RMSE wins
     out = _promote(client, better)
     assert (out["decision"], out["version"], out["previous_version"]) == ("promoted", 2, 1)
     assert _aliases(client) == {"champion": 2, "challenger": 2, "previous": 1}
+    v1, v2 = (c.get_model_version("recsys-als-ratings", v) for v in "12")
+    assert "against the bias baseline's 1.0000 and champion v1's 0.9000; decided" in v2.description
+    assert v1.tags["decision"] == "replaced" and v1.description.startswith("Replaced as champion by v2 on 20")
+    assert "\n\nChampion: test rmse" in v1.description  # what it was, kept below
 
     worse, _ = _search_run(exp, value=0.88)
     out = _promote(client, worse)
     assert (out["decision"], out["version"]) == ("kept", 3)
     assert "does not beat" in out["reason"]
+    v3 = c.get_model_version("recsys-als-ratings", "3")
+    assert v3.tags["decision"] == "kept" and v3.description.startswith("Not promoted (stays @challenger): ")
+    assert "test rmse 0.88000 does not beat champion v2's 0.85000" in v3.description
     assert _aliases(client) == {"champion": 2, "challenger": 3, "previous": 1}
 
     # idempotent: the same run again registers nothing and changes nothing
@@ -143,25 +166,32 @@ def test_default_names_split_the_two_roles(client):
 def test_baseline_gate_and_history(client):
     c, exp = client
     name = f"g-{uuid.uuid4().hex[:6]}"
+    promote_runs = []
+
+    def step(run, force=False):
+        out = _promote(client, run, name=name, force=force)
+        promote_runs.append(out["promote_run_id"])
+        return out
+
     # no champion, but the popularity baseline is better: stays challenger
     loser, _ = _search_run(exp, objective="precision_at_k", value=0.06, baseline=0.064)
-    out = _promote(client, loser, name=name)
+    out = step(loser)
     assert (out["decision"], out["baseline_score"]) == ("kept", 0.064)
     assert "does not beat the baseline's 0.06400" in out["reason"]
     assert _aliases(client, name) == {"challenger": 1}
     # a search that logged no baseline cannot pass the gate
     unknown, _ = _search_run(exp, objective="precision_at_k", value=0.2, baseline=None)
-    out = _promote(client, unknown, name=name)
+    out = step(unknown)
     assert out["decision"] == "kept" and "no baseline_test_precision_at_k" in out["reason"]
     # beats the baseline, no champion yet: promoted
     winner, _ = _search_run(exp, objective="precision_at_k", value=0.11, baseline=0.064)
-    assert _promote(client, winner, name=name)["decision"] == "promoted"
+    assert step(winner)["decision"] == "promoted"
     # beats the champion but not the baseline (a baseline that got better on the same split)
     tricky, _ = _search_run(exp, objective="precision_at_k", value=0.12, baseline=0.13)
-    assert _promote(client, tricky, name=name)["decision"] == "kept"
+    assert step(tricky)["decision"] == "kept"
     assert _aliases(client, name) == {"champion": 3, "challenger": 4}
     # force skips both gates
-    assert _promote(client, loser, name=name, force=True)["decision"] == "promoted"
+    assert step(loser, force=True)["decision"] == "promoted"
     # RMSE: lower is better, against the bias baseline
     rname = f"r-{uuid.uuid4().hex[:6]}"
     worse_than_bias, _ = _search_run(exp, objective="rmse", value=0.90, baseline=0.87)
@@ -178,15 +208,26 @@ def test_baseline_gate_and_history(client):
     assert history["champion_score"].tolist()[3:] == [0.11, 0.11]
     assert history["baseline_score"].tolist()[3] == 0.13
     assert list(history["source_run_id"]) == [loser, unknown, winner, tricky, loser]
-    assert history["promote_run_id"].tolist()[0] == "p-" + loser[:6]
-    assert history["time"].str.match(r"^\d{4}-\d\d-\d\dT").all()
+    assert list(history["promote_run_id"]) == promote_runs
+    assert history["time"].str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$").all()
+    assert history["time"].is_monotonic_increasing and set(history["model_name"]) == {name}
     reasons = history["reason"].tolist()
     assert "does not beat the baseline" in reasons[0] and "no baseline" in reasons[1]
     assert "no champion yet" in reasons[2] and "does not beat the baseline's 0.13000" in reasons[3]
     assert reasons[4] == "forced"
-    tags = c.get_model_version(name, "1").tags  # the version keeps its latest decision
-    assert (tags["recsys.decision"], tags["recsys.decision_reason"]) == ("promoted", "forced")
-    assert float(tags["baseline_test_precision_at_k"]) == 0.064
+    assert registry.promotion_history(c, rname)["decision"].tolist() == ["kept", "promoted"]
+    v1 = c.get_model_version(name, "1")  # the version keeps its latest decision, in words too
+    assert v1.tags["decision"] == "promoted" and float(v1.tags["baseline_test_precision_at_k"]) == 0.064
+    assert v1.description.startswith("Champion (forced: the baseline and champion gates were skipped): ")
+    assert "Why: forced." in v1.description
+    assert c.get_model_version(name, "3").tags["decision"] == "replaced"
+    # the promote runs carry the rows (what promotion_history.csv is made of)
+    last = c.get_run(promote_runs[-1]).data
+    assert (last.tags["recsys.decision"], last.tags["recsys.registered_model"]) == ("promoted", name)
+    assert last.metrics == {"model_version": 1.0, "champion_version": 3.0,
+                            "candidate_test_precision_at_k": 0.06, "champion_test_precision_at_k": 0.11,
+                            "baseline_test_precision_at_k": 0.064}
+    assert c.get_registered_model(name).tags == {}
 
 
 def test_default_is_the_latest_finished_search_and_errors_are_named(client):

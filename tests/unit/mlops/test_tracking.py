@@ -65,3 +65,40 @@ def test_a_run_mlflow_run_made_stays_in_its_experiment_and_gets_a_name_unless_th
     found = client.get_run(made.info.run_id)
     assert found.info.experiment_id == exp and found.info.status == "FINISHED"
     assert found.info.run_name == found.data.tags["mlflow.runName"] == expected
+
+
+def test_the_ui_opens_a_recsys_experiment_in_its_training_view_unless_a_user_chose_a_kind(
+        client, monkeypatch, tmp_path):
+    # MLflow 3.18's UI shows its GenAI page unless mlflow.experimentKind says "training"
+    with stage_run("split") as run:
+        with stage_run("als_trial"):
+            pass
+    kind = client.get_experiment(run.info.experiment_id).tags.get("mlflow.experimentKind")
+    assert client.get_experiment(run.info.experiment_id).name == "recsys"
+    assert kind == "custom_model_development"
+    # the user's own experiment: tagged when it has no kind or only the UI's guess, never re-chosen
+    for given, expected in ((None, "custom_model_development"),
+                            ("genai_development_inferred", "custom_model_development"),
+                            ("genai_development", "genai_development")):
+        name = f"kind-{given}-{tmp_path.name}"
+        tags = {"mlflow.experimentKind": given} if given else None
+        client.create_experiment(name, artifact_location=str(tmp_path / name), tags=tags)
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", name)
+        with stage_run("baseline") as run:
+            pass
+        assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == expected, given
+
+
+def test_main_shares_a_runs_view_whose_link_opens_the_training_view_with_its_metric_columns(client, tmp_path):
+    import json
+
+    from recsys.mlops import share_runs_view
+
+    exp = client.create_experiment(f"share-{tmp_path.name}", artifact_location=str(tmp_path / "a"))
+    columns = ["ranking/champion_test_precision_at_k", "twins/t"]
+    link = share_runs_view(client, exp, "recsys-headline", columns)
+    assert link == (f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning"
+                    "&viewStateShareKey=recsys-headline")  # a local store: `mlflow ui`'s default address
+    state = json.loads(client.get_experiment(exp).tags["mlflow.sharedViewState.recsys-headline"])
+    assert state == {"selectedColumns": ["metrics.`ranking/champion_test_precision_at_k`",
+                                         "metrics.`twins/t`"]}
