@@ -370,7 +370,8 @@ class _SparkFlavorFiles:
         finally:
             fs.delete(spark, scratch)
 
-    def save_model(self, path, mlflow_model, signature=None, pip_requirements=(), **_ignored):
+    def save_model(self, path, mlflow_model, signature=None, pip_requirements=(), input_example=None,
+                   **_ignored):
         import platform
 
         import mlflow
@@ -379,6 +380,16 @@ class _SparkFlavorFiles:
 
         self._write_pipeline(os.path.join(path, SPARK_MODEL_DATA))
         mlflow_model.signature = signature
+        if input_example is not None:  # a pandas frame, in the MLmodel format's split orientation
+            from mlflow.models import convert_input_example_to_serving_input
+
+            with open(os.path.join(path, "input_example.json"), "w", encoding="utf-8") as fh:
+                json.dump(json.loads(input_example.to_json(orient="split", index=False)), fh)
+            with open(os.path.join(path, "serving_input_example.json"), "w", encoding="utf-8") as fh:
+                fh.write(convert_input_example_to_serving_input(input_example))
+            mlflow_model.saved_input_example_info = {
+                "artifact_path": "input_example.json", "type": "dataframe", "pandas_orient": "split",
+                "serving_input_path": "serving_input_example.json"}
         mlflow_model.add_flavor("spark", pyspark_version=pyspark.__version__, model_data=SPARK_MODEL_DATA,
                                 code=None, model_class=SPARK_PIPELINE_CLASS)
         mlflow.pyfunc.add_to_model(mlflow_model, loader_module="mlflow.spark", data=SPARK_MODEL_DATA,
@@ -401,6 +412,7 @@ def _als_model_options() -> dict:
     """The signature and pip requirements of a logged ALS model: given, not inferred (inferring
     reloads the model in a subprocess: ~16 s per model)."""
     import mlflow
+    import pandas as pd
     import pyspark
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -409,6 +421,7 @@ def _als_model_options() -> dict:
 
     return {"signature": ModelSignature(inputs=Schema([ColSpec("long", USER_COL), ColSpec("long", ITEM_COL)]),
                                         outputs=Schema([ColSpec("double")])),
+            "input_example": pd.DataFrame({USER_COL: [1, 1, 2], ITEM_COL: [1, 2, 3]}),
             "pip_requirements": [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]}
 
 
@@ -421,8 +434,10 @@ def log_als_model(recommender, fallback, validate: bool = True) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # validate_serving_input=False: MLflow would reload the model through mlflow.spark's JVM
+        # path; validate=True checks the written pipeline with PipelineModel.load instead
         Model.log(None, name=ALS_MODEL_ARTIFACT, flavor=_SparkFlavorFiles(recommender, fallback, validate),
-                  **_als_model_options())
+                  validate_serving_input=False, **_als_model_options())
 
 
 def save_als_model(recommender, fallback, path: str, validate: bool = True) -> None:

@@ -37,6 +37,10 @@ def test_search_resume_promote_and_serve(tmp_path, store, monkeypatch, spark):
     import mlflow
     import pandas as pd
 
+    # a trial's model is a logged model (MLflow 3); MlflowClient(uri).list_artifacts of a run's
+    # model reads it through the default tracking URI (ModelsArtifactRepository), so point that
+    # at this store too; restored after the test, whatever happens
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     data = write_tiny_movielens(tmp_path / "tiny")
     common = [f"data={data}", f"split_dir={tmp_path / 'split'}", "max_iter=2", "spark_master=local[2]"]
     done = _run("als_search", store, "max_evals=2", *common)
@@ -94,7 +98,6 @@ def test_search_resume_promote_and_serve(tmp_path, store, monkeypatch, spark):
     assert promotion.data.metrics["baseline_test_rmse"] == second.data.metrics["baseline_test_rmse"]
     assert {a.path for a in client.list_artifacts(promotion.info.run_id)} >= \
         {"promotion.json", "promotion_history.csv"}
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # restored after the test, whatever happens
     mlflow.set_tracking_uri(store)
     try:
         version = client.get_model_version_by_alias("recsys-als-ratings", "challenger")
@@ -116,7 +119,8 @@ def test_search_resume_promote_and_serve(tmp_path, store, monkeypatch, spark):
         spark_model = mlflow.spark.load_model(f"{local}/artifacts/spark_model")
         assert any(type(s).__name__ == "ALSModel" for s in spark_model.stages)
     finally:
-        mlflow.set_tracking_uri(None)
+        mlflow.set_tracking_uri(None)  # (this drops MLFLOW_TRACKING_URI from the environment too)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     # promoting again registers nothing new
     done = _run("promote", store)
     assert done.returncode == 0, done.stderr[-3000:]
