@@ -71,7 +71,22 @@ def options(entry_point: str):
     return decorate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Commands by their own names (``als-search``, ``pipeline``: what MLproject runs), and by their
+    MLproject entry-point names too (``recsys als_search``, ``recsys main``), so the name a user
+    reads in ``mlflow run . -e <name>`` works here. ``--help`` lists each command once, with the
+    entry-point name beside it."""
+
+    def get_command(self, ctx, cmd_name):
+        return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
+
+    def resolve_command(self, ctx, args):
+        # click names the command by what was typed; report the command's own name instead
+        _, cmd, rest = super().resolve_command(ctx, args)
+        return (cmd.name if cmd else None), cmd, rest
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """recsys: MovieLens recommendations and segmentation, tracked with MLflow."""
     # MLflow's artifact progress bar writes ~100 lines per model download into the job's log
@@ -105,8 +120,12 @@ def _add_command(entry_point: str, name: str, summary: str) -> None:
 
         run_job(getattr(jobs, name.replace("-", "_")), **params)
 
-    main.command(name, help=summary)(command)
+    short = summary if entry_point == name else f"{summary} Also: {entry_point}."
+    main.command(name, help=summary, short_help=short)(command)
 
+
+#: Entry-point name -> command name, where they differ (``als_search`` -> ``als-search``).
+ALIASES = {entry_point: name for entry_point, (name, _) in COMMANDS.items() if entry_point != name}
 
 for _entry_point, (_name, _summary) in COMMANDS.items():
     _add_command(_entry_point, _name, _summary)

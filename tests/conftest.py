@@ -93,13 +93,60 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                 f"{wall:.0f}s wall; load average now {load}")
 
 
+#: The checkout the suite runs from: the user's own runs (mlflow.db, mlruns/) and outputs live here.
+CHECKOUT = Path(__file__).resolve().parent.parent
+#: Folders a run or a build writes into when its working directory is the checkout: watched
+#: entirely. Elsewhere only the checkout's top level is watched, so a developer who adds a source
+#: file while the suite runs does not fail it.
+WATCHED = ("mlruns", "mlartifacts", "outputs", "spark-warehouse", "metastore_db", "build", "dist")
+#: Caches and environments, which a session may create in the checkout.
+UNWATCHED = (".venv", ".pytest_cache", ".ruff_cache", ".hypothesis", "__pycache__")
+
+
+def checkout_files(root: Path = CHECKOUT) -> set[str]:
+    """The checkout's top-level entries and everything under its ``WATCHED`` folders, as paths
+    relative to ``root``; ``UNWATCHED`` names, ``*.egg-info`` and ``$RECSYS_VENV`` left out."""
+    venv = Path(os.environ.get("RECSYS_VENV") or root / ".venv").resolve()
+    found = set()
+    for entry in root.iterdir():
+        if entry.name in UNWATCHED or entry.name.endswith(".egg-info") or entry.resolve() == venv:
+            continue
+        found.add(entry.name)
+        if entry.name in WATCHED and entry.is_dir():
+            for folder, _, files in os.walk(entry):
+                found.update(str(Path(folder, name).relative_to(root)) for name in [*files, "."])
+    return found
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory):
-    # Tests never touch the user's ~/.cache/recsys or ./mlflow.db.
+def _checkout_left_as_found():
+    """Fails the session if a test left files in the checkout, or took some away (a user's
+    mlruns/, outputs/ or mlflow.db are theirs), naming them."""
+    before = checkout_files()
+    yield
+    after = checkout_files()
+    added, removed = sorted(after - before), sorted(before - after)
+    if added or removed:
+        pytest.fail(f"the tests changed the checkout {CHECKOUT}: "
+                    + (f"{len(added)} new: {', '.join(added[:20])}" if added else "")
+                    + ("; " if added and removed else "")
+                    + (f"{len(removed)} gone: {', '.join(removed[:20])}" if removed else ""),
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory, _checkout_left_as_found):
+    # Tests never touch the user's ~/.cache/recsys, ./mlflow.db, ./mlruns or ./outputs: the
+    # session works in a temporary folder, so whatever MLflow or a job resolves against the
+    # working directory (the default artifact root ./mlruns, fixed when a process first opens a
+    # store; the default split outputs/split) lands there, whichever test opens it first.
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
     os.environ["RECSYS_CACHE_DIR"] = str(tmp_path_factory.mktemp("recsys-cache"))
     uri = "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     yield uri
+    os.chdir(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def mlflow_run(entry: str, tracking_uri: str, *params: str, timeout: int = 900, env: dict | None = None,
-               options: tuple = ()):
+               options: tuple = (), cwd: str | None = None):
     """Run an entry point in a subprocess; returns the CompletedProcess (text output).
-    ``options``: more `mlflow run` options, e.g. ``("--experiment-name", "x")``."""
+    ``options``: more `mlflow run` options, e.g. ``("--experiment-name", "x")``. ``cwd``: where
+    `mlflow run` starts (default: the SQLite store's folder; the entry point itself always runs
+    in the checkout, as `mlflow run` does: give it absolute output paths)."""
     full_env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri,
                     PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     full_env.update(env or {})
@@ -24,7 +26,8 @@ def mlflow_run(entry: str, tracking_uri: str, *params: str, timeout: int = 900, 
     # Run from the tracking store's folder, so MLflow's default artifact root (./mlruns, resolved
     # when the store is created) lands there and not in the checkout.
     prefix = "sqlite:///"
-    cwd = tracking_uri[len(prefix):].rsplit("/", 1)[0] if tracking_uri.startswith(prefix) else None
+    if cwd is None and tracking_uri.startswith(prefix):
+        cwd = tracking_uri[len(prefix):].rsplit("/", 1)[0]
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 

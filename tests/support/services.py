@@ -93,14 +93,16 @@ def spark_standalone(workdir: Path, worker_cores: int = 2, worker_memory: str = 
 
 
 @contextlib.contextmanager
-def mlflow_server(workdir: Path):
-    """Yield the URL of a real `mlflow server` (sqlite backend, artifacts served by the server)."""
+def mlflow_server(workdir: Path, backend_store_uri: str | None = None):
+    """Yield the URL of a real `mlflow server` whose artifacts it serves itself (proxied:
+    clients see ``mlflow-artifacts:/`` URIs, files land in ``workdir/artifacts``). Backend store:
+    ``backend_store_uri`` (e.g. ``postgresql://...``), else SQLite in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{workdir}/server.db",
-           "--artifacts-destination", str(workdir / "artifacts"), "--workers", "1"]
+           "--backend-store-uri", backend_store_uri or f"sqlite:///{workdir}/server.db",
+           "--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts"), "--workers", "1"]
     proc = _start(cmd, workdir / "server.log")
     try:
         _wait(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, 120,
@@ -108,3 +110,91 @@ def mlflow_server(workdir: Path):
         yield url
     finally:
         _stop(proc)
+
+
+#: What to install when the PostgreSQL server binaries are missing (Debian/Ubuntu).
+POSTGRESQL_PACKAGE = "postgresql"
+
+
+def postgresql_bin() -> Path | None:
+    """The folder holding PostgreSQL's ``initdb``, ``pg_ctl`` and ``createdb``: ``$PG_BIN``, else
+    the newest ``/usr/lib/postgresql/<version>/bin`` (Debian's layout, not on PATH), else the
+    folder of ``pg_ctl`` on PATH; None when there is none."""
+    import shutil
+
+    tools = ("initdb", "pg_ctl", "createdb", "postgres")
+    candidates = [Path(os.environ["PG_BIN"])] if os.environ.get("PG_BIN") else []
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                      key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
+    candidates += versions
+    if shutil.which("pg_ctl"):
+        candidates.append(Path(shutil.which("pg_ctl")).resolve().parent)
+    for folder in candidates:
+        if all((folder / tool).is_file() for tool in tools):
+            return folder
+    return None
+
+
+@contextlib.contextmanager
+def postgresql(database: str = "mlflow"):
+    """Yield the URI (``postgresql://recsys@127.0.0.1:<port>/<database>``) of a throw-away
+    PostgreSQL server: a new cluster in a temporary folder (trust authentication, loopback only,
+    its socket in that folder, fsync off), started with ``pg_ctl`` on a free port, with one empty
+    database. Stopped and deleted afterwards. Raises ``LookupError`` when the binaries are
+    missing (see :data:`POSTGRESQL_PACKAGE`).
+
+    PostgreSQL refuses to run as root: as root, the cluster is made and run by the ``postgres``
+    user (``runuser``), in a folder outside pytest's (which only root can enter)."""
+    import shutil
+    import tempfile
+
+    bin_dir = postgresql_bin()
+    if bin_dir is None:
+        raise LookupError("no PostgreSQL server binaries (initdb, pg_ctl) in /usr/lib/postgresql/*/bin, "
+                          f"on PATH or in $PG_BIN: install the package `{POSTGRESQL_PACKAGE}` "
+                          f"(apt-get install -y {POSTGRESQL_PACKAGE})")
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="recsys-pg-"))
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(root)
+            raise LookupError("running as root, and PostgreSQL refuses root: no user `postgres` to run "
+                              f"it as (the package `{POSTGRESQL_PACKAGE}` creates it)") from None
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, log = root / "data", root / "server.log"
+    port = free_port()
+
+    def run(*cmd: str, timeout: float = 120):
+        done = subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=timeout, cwd=root)
+        if done.returncode != 0:
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
+                               f"{done.stdout}{done.stderr}{tail}")
+        return done
+
+    started = False
+    try:
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "recsys", "--auth=trust", "--encoding=UTF8",
+            "--no-locale", "--no-sync")
+        options = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off")
+        started = True
+        run(str(bin_dir / "pg_ctl"), "start", "-D", str(data), "-l", str(log), "-w", "-t", "90",
+            "-o", options)
+        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "recsys", database)
+        yield f"postgresql://recsys@127.0.0.1:{port}/{database}"
+    finally:
+        if started:
+            stopped = subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "stop", "-D", str(data),
+                                      "-m", "fast", "-w", "-t", "60"],
+                                     capture_output=True, text=True, cwd=root)
+            pid_file = data / "postmaster.pid"
+            if stopped.returncode != 0 and pid_file.exists():  # never leave a server behind
+                with contextlib.suppress(ValueError, ProcessLookupError):
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
