@@ -105,8 +105,8 @@ COMMANDS = {
                                  "resumable."),
     "promote": ("promote", "Register a search's best model; move @champion only if it beats the baseline "
                            "and the champion on test."),
-    "twins": ("twins", "Movie twins: most similar user pairs by MinHash LSH, validated with Pearson "
-                       "correlations."),
+    "twins": ("twins", "Movie twins: the most similar user pairs by Jaccard (exact by default, or MinHash "
+                       "LSH), validated with Pearson correlations."),
     "recommend": ("recommend", "Top-K unseen movies for every user (or a list of users) from a registered "
                                "model, as Parquet."),
     "main": ("pipeline", "The `main` entry point: every stage in order on one split, as nested runs."),
