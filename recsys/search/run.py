@@ -308,10 +308,10 @@ def state_path(split_dir: str, key: str) -> str:
 
 
 def _read_state(spark, path: str, key: str) -> list[dict]:
-    text = fs.read_text_or_none(spark, path)  # or the previous copy, if a write was killed
-    if text is None:
-        return []
     try:
+        text = fs.read_text_or_none(spark, path)  # or the previous copy, if a write was killed
+        if text is None:
+            return []
         state = json.loads(text)
     except (UnicodeDecodeError, ValueError) as err:
         raise RecsysError(f"search state {path} is not valid JSON ({err}); it is only ever written "
