@@ -425,19 +425,33 @@ def _als_model_options() -> dict:
             "pip_requirements": [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]}
 
 
-def log_als_model(recommender, fallback, validate: bool = True) -> None:
+def log_als_model(recommender, fallback, validate: bool = True, logged_model: bool = True) -> None:
     """Log ``recommender``'s serving pipeline as the model ``model`` of the active run, in MLflow's
     spark flavor layout (:class:`_SparkFlavorFiles`): ``mlflow.pyfunc.load_model`` under classic
     Spark (a pandas ``userId, movieId`` frame -> one double per row), :func:`loaded_spark_model`
-    in both modes."""
+    in both modes; ``runs:/<run>/model`` either way.
+
+    ``logged_model``: an MLflow 3 logged model (``Model.log``: listed in the experiment's Models
+    tab), else the same files as plain run artifacts under ``model/`` (a search's trials: the
+    logged model's bookkeeping cost ~1 s per trial, measured in ``experiments/results/trial_overhead.md``)."""
+    import mlflow
     from mlflow.models import Model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # validate_serving_input=False: MLflow would reload the model through mlflow.spark's JVM
-        # path; validate=True checks the written pipeline with PipelineModel.load instead
-        Model.log(None, name=ALS_MODEL_ARTIFACT, flavor=_SparkFlavorFiles(recommender, fallback, validate),
-                  validate_serving_input=False, **_als_model_options())
+        flavor = _SparkFlavorFiles(recommender, fallback, validate)
+        if logged_model:
+            # validate_serving_input=False: MLflow would reload the model through mlflow.spark's
+            # JVM path; validate=True checks the written pipeline with PipelineModel.load instead
+            Model.log(None, name=ALS_MODEL_ARTIFACT, flavor=flavor, validate_serving_input=False,
+                      **_als_model_options())
+            return
+        run = mlflow.active_run()
+        with temp_artifact_dir() as tmp:
+            path = os.path.join(tmp, ALS_MODEL_ARTIFACT)
+            flavor.save_model(path, Model(run_id=run.info.run_id, artifact_path=ALS_MODEL_ARTIFACT),
+                              **_als_model_options())
+            mlflow.log_artifacts(path, ALS_MODEL_ARTIFACT)
 
 
 def save_als_model(recommender, fallback, path: str, validate: bool = True) -> None:

@@ -63,7 +63,7 @@ class TrialRuns:
             with released_models():
                 recommender, metrics, seconds = fit_and_judge(als_config, self.held)
                 mlflow.log_metrics({**finite_metrics(trial_metrics(metrics), "val_"), **seconds})
-                log_als_model(recommender, self.held.fallback, validate=False)
+                log_als_model(recommender, self.held.fallback, validate=False, logged_model=False)
                 recommender.release()
             return {"metrics": metrics, "run_id": child.info.run_id}
 
@@ -92,7 +92,7 @@ class TrialRuns:
         metric = self.config.metric
         with mlflow.start_run(run_id=best["run_id"], nested=True), released_models():
             recommender, refit, _ = fit_and_judge(ALSConfig(**best["params"]), self.held)
-            log_als_model(recommender, self.held.fallback, validate=False)
+            log_als_model(recommender, self.held.fallback, validate=False, logged_model=False)
             recommender.release()
             note = (f"{metric} {refit.get(metric, float('nan')):.6g} "
                     f"(recorded {best['metrics'][metric]:.6g})")
