@@ -264,7 +264,9 @@ class ALSRecommender(Recommender):
             raise RecsysError("als serving model: explicit mode needs a fitted BiasBaseline fallback")
         mu = float(fallback.global_mean)
         rank, users, items = _with_fallback(self.model, fallback, self.config.biases)
-        served = FactorModel(self.model.uid, rank, users, items)
+        # one sentinel row more on each side: known row counts spare two count jobs when written
+        rows = None if self.model.rows is None else (self.model.rows[0] + 1, self.model.rows[1] + 1)
+        served = FactorModel(self.model.uid, rank, users, items, rows)
         # each input row three times: (user, movie), (user, SENTINEL), (SENTINEL, movie); the
         # first that ALS can score wins (_K orders them), else both are unknown: mu
         user, movie = f"{_IN}.{USER_COL}", f"{_IN}.{ITEM_COL}"
