@@ -347,6 +347,8 @@ class _SparkFlavorFiles:
         self.recommender, self.fallback, self.validate = recommender, fallback, validate
 
     def _write_pipeline(self, local: str) -> None:
+        import shutil
+
         from recsys.core import fs
         from recsys.core.constants import ITEM_COL
         from recsys.core.errors import RecsysError
@@ -364,7 +366,7 @@ class _SparkFlavorFiles:
                     raise RecsysError(f"the written serving model at {scratch} scored {scored} for 3 pairs")
             os.makedirs(os.path.dirname(local), exist_ok=True)
             if fs.is_local(scratch):
-                os.replace(fs.local_path(scratch), local)
+                shutil.move(fs.local_path(scratch), local)  # a rename, or a copy across disks
             else:
                 fs.rename(spark, fs.copy_to_local(spark, scratch, os.path.dirname(local)), local)
         finally:
