@@ -312,6 +312,11 @@ def _lock_age(held) -> float:
     return time.time() - beat
 
 
+def _lock_owner(held) -> str:
+    """The holder's token (a lock made before tokens: its creation time)."""
+    return held.tags.get(TAG_LOCK_OWNER, str(held.creation_timestamp))
+
+
 def _break_if_dead(client, lock: str) -> None:
     """Delete ``lock`` if its holder is dead (see :func:`promotion_lock`), as the one waiter
     that wins the breaker for that holder."""
@@ -323,7 +328,7 @@ def _break_if_dead(client, lock: str) -> None:
         return
     if _lock_age(held) <= LOCK_STALE_SECONDS:
         return
-    owner = held.tags.get(TAG_LOCK_OWNER, str(held.creation_timestamp))
+    owner = _lock_owner(held)
     breaker = f"{lock}.break-{owner}"
     try:
         client.create_registered_model(breaker, description=f"recsys is breaking the dead lock {lock}")
@@ -331,7 +336,7 @@ def _break_if_dead(client, lock: str) -> None:
         return
     try:
         again = client.get_registered_model(lock)
-        if again.tags.get(TAG_LOCK_OWNER, str(again.creation_timestamp)) == owner and \
+        if _lock_owner(again) == owner and \
                 _lock_age(again) > LOCK_STALE_SECONDS:
             client.delete_registered_model(lock)
     except MlflowException:
